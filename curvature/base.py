@@ -1,0 +1,162 @@
+r"""The one interface between the actor-critic and every curvature backend.
+
+The agent builds a :class:`PolicyBatch` (the actor, a closure that recomputes the per-sample
+log-probabilities of the collected actions, the advantages, and optionally a closure for the mean
+KL to the behaviour policy) and asks the backend for a :class:`Direction`:
+
+.. math::
+
+    d \approx (F + \lambda I)^{-1} g, \qquad g = \frac1B \sum_k A_k \nabla_\theta \log\pi_\theta(a_k|o_k).
+
+The agent applies :math:`\theta \leftarrow \theta + \eta d` and reports back with
+:meth:`Curvature.observe` (the measured KL, whether the step was applied). It never asks which
+backend it is talking to.
+
+Adding a backend: one file in ``curvature/`` with a subclass decorated by :func:`register`, and
+one ``configs/curvature/<name>.yaml``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .schedules import Schedule, as_schedule
+from .scores import Scores
+
+
+@dataclass
+class PolicyBatch:
+    """What a backend may use. Everything expensive is computed lazily, at most once."""
+
+    policy: nn.Module
+    log_prob_fn: Callable[[], Tensor]
+    """Recomputes ``log pi_theta(a_k | o_k)`` for the collected batch, shape ``[B]``, with graph."""
+    advantages: Tensor
+    """``A_k``, shape ``[B]`` (already normalised if the agent normalises them)."""
+    kl_fn: Callable[[], Tensor] | None = None
+    """Mean ``KL(pi_old || pi_theta)`` over the batch states, with graph (exact Fisher products)."""
+    params: list[Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if self.params is None:
+            self.params = [p for p in self.policy.parameters() if p.requires_grad]
+
+    @cached_property
+    def scores(self) -> Scores:
+        return Scores.capture(self.policy, self.log_prob_fn, self.params)
+
+    @cached_property
+    def grad(self) -> Tensor:
+        r"""The policy gradient :math:`g = \frac1B \sum_k A_k s_k` (flat, ascent direction)."""
+        adv = self.advantages.detach().to(self.scores.a[0].dtype)
+        return self.scores.weighted_sum(adv / adv.shape[0])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.advantages.shape[0])
+
+
+@dataclass
+class Direction:
+    """A search direction plus the diagnostics the agent logs under ``curvature/``."""
+
+    vector: Tensor
+    damping: float
+    norm: float
+    dFd: float
+    """``d^T F d`` under the empirical Fisher of the batch (used by the trust-region step rule)."""
+    ms: float
+    finite: bool
+    extras: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        out = {"lambda": self.damping, "direction_norm": self.norm, "dFd": self.dFd, "update_ms": self.ms}
+        out.update(self.extras)
+        return out
+
+
+class Curvature(ABC):
+    """Base class: a damped curvature approximation that turns ``g`` into a direction.
+
+    Subclasses implement :meth:`solve`; stateful ones extend :meth:`state_dict` /
+    :meth:`load_state_dict`.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, damping: float | Schedule | dict = 0.1) -> None:
+        self.damping: Schedule = as_schedule(damping, f"{self.name}.damping")
+        self.num_updates = 0
+
+    # The damping actually used at this update; the hybrid overrides it.
+    def current_damping(self) -> float:
+        return float(self.damping(self.num_updates))
+
+    @abstractmethod
+    def solve(self, batch: PolicyBatch, damping: float) -> tuple[Tensor, dict[str, float]]:
+        """Return the flat direction and backend-specific diagnostics."""
+
+    def direction(self, batch: PolicyBatch) -> Direction:
+        start = time.perf_counter()
+        lam = self.current_damping()
+        with torch.no_grad():
+            vec, extras = self.solve(batch, lam)
+            finite = bool(torch.isfinite(vec).all())
+            dFd = float(batch.scores.quadratic(vec)) if finite else float("nan")
+            norm = float(vec.norm())
+        if vec.is_cuda:
+            torch.cuda.synchronize(vec.device)
+        ms = (time.perf_counter() - start) * 1e3
+        self.num_updates += 1
+        return Direction(vec, lam, norm, dFd, ms, finite, extras)
+
+    def observe(self, *, kl: float, applied: bool) -> None:
+        """Feedback after the agent's step: the measured KL and whether the step was applied."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.num_updates = int(state["num_updates"])
+
+
+REGISTRY: dict[str, type[Curvature]] = {}
+
+
+def register(name: str) -> Callable[[type[Curvature]], type[Curvature]]:
+    """Class decorator: make a backend available as ``curvature=<name>``."""
+
+    def deco(cls: type[Curvature]) -> type[Curvature]:
+        if name in REGISTRY and REGISTRY[name] is not cls:
+            raise ValueError(f"curvature backend {name!r} is registered twice")
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def options(name: str) -> list[str]:
+    """The keyword options a backend accepts."""
+    sig = inspect.signature(REGISTRY[name].__init__)
+    return [p for p in sig.parameters if p != "self"]
+
+
+def build_curvature(name: str, **kwargs: Any) -> Curvature:
+    """Instantiate a registered backend; bad names and options give a one-line ``ValueError``."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown curvature backend {name!r}; valid: {', '.join(sorted(REGISTRY))}")
+    valid = options(name)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"curvature {name!r} has no option(s) {unknown}; valid: {', '.join(valid)}")
+    return REGISTRY[name](**kwargs)

@@ -1,0 +1,275 @@
+r"""Per-sample scores captured in one backward pass, without a ``B x d`` matrix.
+
+Every curvature backend needs quantities built from the per-sample scores
+:math:`s_k = \nabla_\theta \log \pi_\theta(a_k \mid o_k)`, :math:`k = 1..B`:
+
+* the policy gradient :math:`g = \frac1B \sum_k A_k s_k`;
+* per-sample squared norms :math:`|s_k|^2` (single-sample Sherman-Morrison);
+* the diagonal of the empirical Fisher :math:`\frac1B \sum_k s_k \odot s_k`;
+* Kronecker factors :math:`A = E[a a^T]`, :math:`G = E[\delta \delta^T]` (K-FAC);
+* Fisher-vector products :math:`F v = \frac1B \sum_k s_k (s_k \cdot v)` (CG).
+
+For a ``Linear`` layer with (bias-augmented) input :math:`a_k` and output gradient
+:math:`\delta_k = \partial \log\pi_k / \partial z_k`, the per-sample weight gradient is
+the outer product :math:`\delta_k a_k^T`. All the quantities above are then small matrix
+products of the stacked :math:`a` (``B x in``) and :math:`\delta` (``B x out``):
+
+.. math::
+
+    \sum_k c_k s_k = (\delta \odot c)^T a, \qquad
+    s_k \cdot V = \sum_{ij} \delta_{ki} V_{ij} a_{kj}, \qquad
+    |s_k|^2 = |a_k|^2 |\delta_k|^2, \qquad
+    \sum_k s_k \odot s_k = (\delta^2)^T (a^2).
+
+A parameter shared by every sample (a state-independent log-std, :class:`BroadcastParameter`)
+is the special case :math:`a_k = 1`.
+
+The hooks that record :math:`a` and :math:`\delta` exist only inside
+:meth:`Scores.capture`: a rollout or the advantage-weighted backward never touches them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+class BroadcastParameter(nn.Module):
+    """A parameter shared by every sample, e.g. a state-independent Gaussian log-std.
+
+    ``forward(x)`` returns the parameter broadcast to ``x.shape[:-1] + param.shape``, which lets
+    :class:`Scores` read its per-sample gradient straight off the output gradient.
+    """
+
+    def __init__(self, shape: int | Sequence[int], init: float = 0.0) -> None:
+        super().__init__()
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.param = nn.Parameter(torch.full(shape, float(init)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.param.expand(*x.shape[:-1], *self.param.shape)
+
+
+SUPPORTED_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, BroadcastParameter)
+
+
+@dataclass
+class _Slot:
+    """Where one parameter sits inside its layer's ``out x in'`` gradient matrix."""
+
+    layer: int
+    kind: str  # "weight", "bias" or "full"
+    offset: int  # offset in the flat vector
+    numel: int
+    shape: torch.Size
+
+
+class Scores:
+    r"""Per-sample scores of a policy, stored as per-layer ``(a, delta)`` pairs.
+
+    Vectors are flat, in the order of ``params`` (as :func:`torch.nn.utils.parameters_to_vector`).
+    Build with :meth:`capture`.
+    """
+
+    def __init__(
+        self, params: list[Tensor], a: list[Tensor], delta: list[Tensor], has_bias: list[bool], slots: list[_Slot]
+    ):
+        self.params = params
+        self.has_bias = has_bias  # per layer: is the last column of ``a`` the bias column of ones
+        self.a = a  # per layer: [B, in'] (bias column of ones appended where the layer has a bias)
+        self.delta = delta  # per layer: [B, out]
+        self.slots = slots
+        self.batch_size = a[0].shape[0] if a else 0
+        self.dim = sum(s.numel for s in slots)
+
+    # ------------------------------------------------------------------ capture
+    @classmethod
+    def capture(
+        cls,
+        policy: nn.Module,
+        log_prob_fn: Callable[[], Tensor],
+        params: list[Tensor] | None = None,
+    ) -> Scores:
+        """Run ``log_prob_fn`` once under recording hooks and backpropagate ``sum_k log pi_k``.
+
+        ``log_prob_fn`` must return the per-sample log-probabilities, shape ``[B]``. Every
+        parameter in ``params`` must belong to a supported module (``nn.Linear`` or
+        :class:`BroadcastParameter`) that is called exactly once on a ``[B, features]`` input.
+        """
+        params = [p for p in policy.parameters() if p.requires_grad] if params is None else list(params)
+        owner: dict[int, tuple[int, str]] = {}
+        modules: list[nn.Module] = []
+        for module in policy.modules():
+            if isinstance(module, SUPPORTED_MODULES):
+                if any(p.requires_grad for p in module.parameters(recurse=False)):
+                    for pname, p in module.named_parameters(recurse=False):
+                        owner[id(p)] = (len(modules), pname)
+                    modules.append(module)
+        for name, p in policy.named_parameters():
+            if p.requires_grad and id(p) not in owner and any(p is q for q in params):
+                raise TypeError(
+                    f"parameter {name!r} sits in an unsupported module; per-sample scores support "
+                    f"{[m.__name__ for m in SUPPORTED_MODULES]}"
+                )
+
+        inputs: list[list[Tensor]] = [[] for _ in modules]
+        outputs: list[list[Tensor]] = [[] for _ in modules]
+
+        def make_hook(i: int):
+            def hook(mod: nn.Module, args: tuple, out: Tensor) -> None:
+                inputs[i].append(args[0].detach())
+                outputs[i].append(out)
+
+            return hook
+
+        handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(modules)]
+        try:
+            with torch.enable_grad():
+                logp = log_prob_fn()
+                total = logp.sum()
+        finally:
+            for h in handles:
+                h.remove()
+        if logp.dim() != 1:
+            raise ValueError(f"log_prob_fn must return per-sample log-probs of shape [B], got {tuple(logp.shape)}")
+        batch = logp.shape[0]
+        used = [i for i in range(len(modules)) if outputs[i]]
+        for i in used:
+            if len(outputs[i]) > 1:
+                raise ValueError(f"module {modules[i]} was called {len(outputs[i])} times; per-sample scores need one call")
+            if inputs[i][0].dim() != 2 and not isinstance(modules[i], BroadcastParameter):
+                raise ValueError(f"module {modules[i]} got a {inputs[i][0].dim()}-d input; flatten the batch to [B, features]")
+        with torch.enable_grad():
+            deltas = torch.autograd.grad(total, [outputs[i][0] for i in used], allow_unused=True, materialize_grads=True)
+        delta_of = dict(zip(used, deltas))
+
+        a_list: list[Tensor] = []
+        d_list: list[Tensor] = []
+        bias_list: list[bool] = []
+        layer_index: dict[int, int] = {}
+        for i, module in enumerate(modules):
+            if isinstance(module, BroadcastParameter):
+                numel = module.param.numel()
+                dt = module.param.dtype
+                dev = module.param.device
+                a = torch.ones(batch, 1, dtype=dt, device=dev)
+                d = delta_of[i].reshape(batch, numel) if i in delta_of else torch.zeros(batch, numel, dtype=dt, device=dev)
+            else:
+                lin: nn.Linear = module  # type: ignore[assignment]
+                if i in delta_of:
+                    x = inputs[i][0]
+                    a = torch.cat([x, x.new_ones(batch, 1)], dim=1) if lin.bias is not None else x
+                    d = delta_of[i]
+                else:  # layer not used by log_prob_fn: zero scores
+                    width = lin.in_features + (lin.bias is not None)
+                    a = lin.weight.new_zeros(batch, width)
+                    d = lin.weight.new_zeros(batch, lin.out_features)
+            layer_index[i] = len(a_list)
+            bias_list.append(isinstance(module, nn.Linear) and module.bias is not None)
+            a_list.append(a)
+            d_list.append(d)
+
+        slots: list[_Slot] = []
+        offset = 0
+        for p in params:
+            if id(p) not in owner:
+                raise TypeError("a parameter in `params` is not owned by a supported module of `policy`")
+            mi, pname = owner[id(p)]
+            kind = "full" if isinstance(modules[mi], BroadcastParameter) else pname
+            slots.append(_Slot(layer_index[mi], kind, offset, p.numel(), p.shape))
+            offset += p.numel()
+        return cls(params, a_list, d_list, bias_list, slots)
+
+    # ------------------------------------------------------------ layout helpers
+    def to_layers(self, v: Tensor) -> list[Tensor]:
+        """Flat vector -> per-layer ``out x in'`` matrices (zero where no parameter maps)."""
+        mats = [v.new_zeros(d.shape[1], a.shape[1]) for a, d in zip(self.a, self.delta)]
+        for s in self.slots:
+            chunk = v[s.offset : s.offset + s.numel]
+            m = mats[s.layer]
+            if s.kind == "weight":
+                m[:, : m.shape[1] - self.has_bias[s.layer]] = chunk.view(m.shape[0], -1)
+            elif s.kind == "bias":
+                m[:, -1] = chunk
+            else:
+                m[:, 0] = chunk
+        return mats
+
+    def to_flat(self, mats: list[Tensor]) -> Tensor:
+        """Per-layer ``out x in'`` matrices -> flat vector in ``params`` order."""
+        parts = []
+        for s in self.slots:
+            m = mats[s.layer]
+            if s.kind == "weight":
+                w = m[:, :-1] if self.has_bias[s.layer] else m
+                parts.append(w.reshape(-1))
+            elif s.kind == "bias":
+                parts.append(m[:, -1])
+            else:
+                parts.append(m[:, 0])
+        return torch.cat(parts)
+
+    def to_params(self, v: Tensor) -> list[Tensor]:
+        """Flat vector -> list of tensors shaped like ``params``."""
+        return [v[s.offset : s.offset + s.numel].view(s.shape) for s in self.slots]
+
+    # -------------------------------------------------------------- quantities
+    def weighted_sum(self, c: Tensor) -> Tensor:
+        r""":math:`\sum_k c_k s_k` as a flat vector."""
+        return self.to_flat([(d * c[:, None]).T @ a for a, d in zip(self.a, self.delta)])
+
+    def mean(self) -> Tensor:
+        r"""The batch-mean score :math:`\frac1B \sum_k s_k`."""
+        return self.weighted_sum(self.a[0].new_full((self.batch_size,), 1.0 / self.batch_size))
+
+    def dot(self, v: Tensor) -> Tensor:
+        r"""Per-sample directional derivatives :math:`s_k \cdot v`, shape ``[B]``."""
+        out = None
+        for a, d, m in zip(self.a, self.delta, self.to_layers(v)):
+            term = ((d @ m) * a).sum(dim=1)
+            out = term if out is None else out + term
+        return out
+
+    def fisher_vector_product(self, v: Tensor) -> Tensor:
+        r"""Empirical Fisher times ``v``: :math:`\frac1B \sum_k s_k (s_k \cdot v)`."""
+        return self.weighted_sum(self.dot(v) / self.batch_size)
+
+    def quadratic(self, v: Tensor) -> Tensor:
+        r""":math:`v^T F v = \frac1B \sum_k (s_k \cdot v)^2`."""
+        return self.dot(v).pow(2).mean()
+
+    def sq_norms(self) -> Tensor:
+        r"""Per-sample squared norms :math:`|s_k|^2`, shape ``[B]``."""
+        out = None
+        for a, d in zip(self.a, self.delta):
+            term = a.pow(2).sum(1) * d.pow(2).sum(1)
+            out = term if out is None else out + term
+        return out
+
+    def diagonal(self) -> Tensor:
+        r"""Diagonal of the empirical Fisher, :math:`\frac1B \sum_k s_k \odot s_k`."""
+        return self.to_flat([d.pow(2).T @ a.pow(2) / self.batch_size for a, d in zip(self.a, self.delta)])
+
+    def kronecker_factors(self) -> list[tuple[Tensor, Tensor]]:
+        r"""Per layer :math:`(A, G) = (\frac1B a^T a, \frac1B \delta^T \delta)`."""
+        b = self.batch_size
+        return [(a.T @ a / b, d.T @ d / b) for a, d in zip(self.a, self.delta)]
+
+    def dense(self) -> Tensor:
+        """The ``B x d`` per-sample score matrix. O(B d) memory: tests and dense mode only."""
+        rows = [torch.einsum("bo,bi->boi", d, a) for a, d in zip(self.a, self.delta)]
+        b = self.batch_size
+        cols = []
+        for s in self.slots:
+            r = rows[s.layer]
+            if s.kind == "weight":
+                w = r[:, :, :-1] if self.has_bias[s.layer] else r
+                cols.append(w.reshape(b, -1))
+            elif s.kind == "bias":
+                cols.append(r[:, :, -1])
+            else:
+                cols.append(r[:, :, 0])
+        return torch.cat(cols, dim=1)
