@@ -1,0 +1,160 @@
+"""MLflow tracking: the run, its params and tags, and metrics that survive a flaky server.
+
+The tracking URI is ``logger.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else MLflow's default
+local store ``sqlite:///mlflow.db`` in the working directory (what a plain ``mlflow ui`` there
+shows). A server that is down at start is an error before any environment starts; one that drops
+mid-run only costs a warning: metrics are buffered and sent when it is back, and are written to
+``<out_dir>/metrics_buffer.jsonl`` if it never is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig, OmegaConf
+
+from ngac.validate import ConfigError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+@contextmanager
+def _fail_fast():
+    """MLflow retries HTTP calls for minutes by default; a reachability check should not."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def check_tracking_server(uri: str) -> None:
+    """Raise a one-line ``ConfigError`` if the tracking store cannot be reached."""
+    from mlflow import MlflowClient
+
+    with _fail_fast():
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - any failure here means "unreachable"
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise ConfigError(
+                f"logger.tracking_uri={uri!r} is unreachable ({reason}); start the server, or unset "
+                f"MLFLOW_TRACKING_URI to use the local store {DEFAULT_TRACKING_URI}"
+            ) from None
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class ResilientMLFlowLogger(MLFlowLogger):
+    """Lightning's MLflow logger that buffers metrics instead of crashing when the server drops."""
+
+    def __init__(self, *args: Any, buffer_path: Path | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list[tuple[dict[str, float], int | None]] = []
+        self._buffer_path = buffer_path
+        self._warned = False
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._pending.append((dict(metrics), step))
+        try:
+            while self._pending:
+                m, s = self._pending[0]
+                super().log_metrics(m, s)
+                self._pending.pop(0)
+            self._warned = False
+        except Exception as exc:  # noqa: BLE001
+            if not self._warned:
+                warnings.warn(
+                    f"MLflow tracking failed ({type(exc).__name__}); buffering {len(self._pending)} metric rows, "
+                    f"training continues",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._warned = True
+
+    def flush_to_disk(self) -> None:
+        if self._pending and self._buffer_path is not None:
+            with open(self._buffer_path, "a") as fh:
+                for m, s in self._pending:
+                    fh.write(json.dumps({"step": s, "metrics": m}) + "\n")
+            warnings.warn(f"{len(self._pending)} metric rows could not reach MLflow; kept in {self._buffer_path}")
+            self._pending.clear()
+
+    def finalize(self, status: str = "success") -> None:
+        # The run's final status is set by RunLogger.finish (FINISHED, KILLED or FAILED).
+        pass
+
+
+class RunLogger:
+    """One MLflow run: created (or re-opened for a resume) before any environment starts."""
+
+    def __init__(self, cfg: DictConfig, *, run_id: str | None, tags: dict[str, str]) -> None:
+        self.tracking_uri = resolve_tracking_uri(cfg.logger.tracking_uri)
+        check_tracking_server(self.tracking_uri)
+        run_name = cfg.logger.run_name or f"{cfg.curvature.name}-{cfg.env.id}-s{cfg.seed}"
+        out_dir = Path(cfg.resume).resolve().parent.parent if cfg.resume else Path(cfg.out_dir)
+        self.lightning_logger = ResilientMLFlowLogger(
+            experiment_name=cfg.logger.experiment_name,
+            run_name=run_name,
+            tracking_uri=self.tracking_uri,
+            tags=tags,
+            run_id=run_id,
+            buffer_path=out_dir / "metrics_buffer.jsonl",
+        )
+        self.client = self.lightning_logger.experiment
+        self.run_id: str = self.lightning_logger.run_id
+        if run_id is not None:
+            # Re-open a resumed run (MLflow marks it FINISHED/KILLED/FAILED when it ended).
+            self.client.update_run(self.run_id, status="RUNNING")
+            for k, v in tags.items():
+                self.client.set_tag(self.run_id, k, v)
+
+    def log_config(self, cfg: DictConfig) -> None:
+        container = OmegaConf.to_container(cfg, resolve=True)
+        params = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in flatten(container).items()}
+        self.lightning_logger.log_hyperparams(params)
+        self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.lightning_logger.log_metrics(metrics, step=step)
+
+    def log_artifact(self, path: Path, folder: str) -> None:
+        try:
+            self.client.log_artifact(self.run_id, str(path), folder)
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"could not upload {path} to MLflow ({type(exc).__name__}); it stays on disk", stacklevel=2)
+
+    def finish(self, status: str) -> None:
+        """``status`` is FINISHED, KILLED or FAILED; no run is left RUNNING if MLflow is up."""
+        self.lightning_logger.log_metrics({}, step=None) if self.lightning_logger._pending else None
+        self.lightning_logger.flush_to_disk()
+        try:
+            self.client.set_terminated(self.run_id, status=status)
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"could not mark MLflow run {self.run_id} {status} ({type(exc).__name__})", stacklevel=2)
