@@ -1,0 +1,171 @@
+"""Bad input: one line naming the bad value and the valid choices, before anything starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ngac.agents.train as train_mod
+from ngac.agents.checkpoint import CheckpointError
+from ngac.cli import main, precheck
+from ngac.validate import ConfigError
+
+
+# (overrides, words that must appear in the one-line message)
+CLI_CASES = [
+    (["curvature=newton"], ["newton", "sherman_morrison", "kfac"]),
+    (["env=marsrover"], ["marsrover", "halfcheetah", "hopper"]),
+    (["env.id=NoSuchTask-v9"], ["NoSuchTask-v9"]),
+    (["trainer.no_such_key=1"], ["no_such_key", "total_frames"]),
+    (["curvature.damping=0"], ["damping", "> 0"]),
+    (["curvature.damping=-0.5"], ["damping", "-0.5"]),
+    (["agent.lr=0", "agent.step_rule=fixed"], ["agent.lr", "> 0"]),
+    (["agent.lr=-1"], ["agent.lr"]),
+    (["trainer.total_frames=0"], ["total_frames", "positive"]),
+    (["trainer.total_frames=-100"], ["total_frames", "-100"]),
+    (["agent.frames_per_batch=1000", "env.num_envs=32"], ["1000", "num_envs=32", "multiple"]),
+    (["agent.step_rule=newton"], ["newton", "fixed", "trust_region", "line_search"]),
+    (["curvature=sherman_morrison", "curvature.mode=triple"], ["triple", "batch_mean", "single_sample"]),
+    (["curvature=sherman_morrison", "curvature.fisher_vector=x"], ["fisher_vector", "score", "advantage_weighted"]),
+    (["curvature=kfac", "curvature.bogus=1"], ["bogus"]),
+    (["curvature.damping={schedule: zigzag, start: 1, end: 0.1, steps: 10}"], ["zigzag", "exponential"]),
+    (["agent.max_kl=0"], ["max_kl"]),
+    (["agent.gamma=1.5"], ["gamma", "1.5"]),
+    (["env.num_envs=0"], ["num_envs"]),
+    (["trainer.accelerator=tpu"], ["tpu", "cpu", "gpu"]),
+    (["agent.activation=swish"], ["swish", "tanh"]),
+]
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    """Fail the test if anything tries to create an environment."""
+
+    def boom(*a, **k):
+        raise AssertionError("an environment was created before the input was validated")
+
+    monkeypatch.setattr(train_mod, "make_env", boom)
+
+
+@pytest.mark.parametrize("overrides,words", CLI_CASES, ids=[" ".join(c[0]) for c in CLI_CASES])
+def test_cli_rejects_bad_input_in_one_line(overrides, words, capsys, no_env):
+    assert main(["train", *overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ngac: error: ") and "\n" not in err, err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def test_missing_checkpoint(tmp_path, cfg_factory, no_env):
+    cfg = cfg_factory(f"resume={tmp_path}/nope.ckpt")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        train_mod.Trainer(cfg)
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04garbage", b"\x80\x04not a pickle at all"])
+def test_truncated_or_corrupted_checkpoint(tmp_path, cfg_factory, content, no_env):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(content)
+    cfg = cfg_factory(f"resume={bad}")
+    with pytest.raises(CheckpointError, match="truncated or corrupted|not an ngac"):
+        train_mod.Trainer(cfg)
+
+
+def test_truncated_real_checkpoint(tmp_path, cfg_factory):
+    cfg = cfg_factory("env=pendulum")
+    trainer = train_mod.Trainer(cfg)
+    trainer.fit()
+    good = trainer.ckpt_dir / "last.ckpt"
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        train_mod.Trainer(cfg_factory("env=pendulum", f"resume={cut}"))
+    with pytest.raises(CheckpointError, match="task 'Pendulum-v1'.*CartPole-v1"):
+        train_mod.Trainer(cfg_factory("env=cartpole", f"resume={good}"))
+    with pytest.raises(CheckpointError, match="curvature 'sherman_morrison'.*'kfac'"):
+        train_mod.Trainer(cfg_factory("env=pendulum", "curvature=kfac", f"resume={good}"))
+
+
+def test_not_a_checkpoint(tmp_path, cfg_factory, no_env):
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(CheckpointError, match="not an ngac checkpoint"):
+        train_mod.Trainer(cfg_factory(f"resume={other}"))
+
+
+def test_unreachable_tracking_uri(cfg_factory, no_env):
+    cfg = cfg_factory("logger.tracking_uri=http://127.0.0.1:9")
+    with pytest.raises(ConfigError, match="unreachable") as info:
+        train_mod.Trainer(cfg)
+    assert "\n" not in str(info.value)
+
+
+def test_unwritable_out_dir(tmp_path, cfg_factory, no_env):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cfg = cfg_factory(f"out_dir={blocker}/sub")
+    with pytest.raises(ConfigError, match="cannot be written"):
+        train_mod.Trainer(cfg)
+
+
+def test_unsupported_action_space(no_env):
+    import gymnasium as gym
+
+    from ngac.envs import env_dims
+
+    if "ngac-test/MultiDiscrete-v0" not in gym.envs.registry:
+        gym.register("ngac-test/MultiDiscrete-v0", entry_point=_MultiDiscreteEnv)
+    with pytest.raises(ValueError, match="MultiDiscrete") as info:
+        env_dims({"id": "ngac-test/MultiDiscrete-v0"})
+    assert "\n" not in str(info.value)
+
+
+class _MultiDiscreteEnv:
+    def __new__(cls, **kwargs):
+        import gymnasium as gym
+        import numpy as np
+
+        class E(gym.Env):
+            observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+            action_space = gym.spaces.MultiDiscrete([2, 3])
+
+            def reset(self, *, seed=None, options=None):
+                return np.zeros(2, np.float32), {}
+
+            def step(self, a):
+                return np.zeros(2, np.float32), 0.0, True, False, {}
+
+        return E()
+
+
+def test_cli_error_is_one_line_in_a_real_process(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "ngac.cli", "train", "curvature.damping=-1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert out.returncode == 2
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert lines == [lines[-1]] and lines[-1].startswith("ngac: error:"), out.stderr
+    assert not (tmp_path / "mlflow.db").exists(), "a run was created for bad input"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    damping=st.floats(allow_nan=True, allow_infinity=True),
+    frames=st.integers(min_value=-10**6, max_value=10**7),
+    max_kl=st.floats(allow_nan=True, allow_infinity=True),
+)
+def test_generated_values_are_accepted_or_rejected_cleanly(damping, frames, max_kl):
+    overrides = [f"curvature.damping={damping}", f"trainer.total_frames={frames}", f"agent.max_kl={max_kl}"]
+    valid = damping > 0 and damping != float("inf") and frames > 0 and max_kl > 0 and max_kl != float("inf")
+    if valid:
+        precheck(overrides)
+    else:
+        with pytest.raises(ConfigError) as info:
+            precheck(overrides)
+        assert "\n" not in str(info.value)

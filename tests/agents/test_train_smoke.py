@@ -1,0 +1,56 @@
+"""Every env config and every curvature backend trains end to end at a tiny budget."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import pytest
+
+from ngac.agents.train import Trainer
+from ngac.cli import group_options
+
+ENVS = group_options("env")
+BACKENDS = group_options("curvature")
+
+
+def _run(cfg):
+    trainer = Trainer(cfg)
+    final = trainer.fit()
+    return trainer, final
+
+
+def test_configs_present():
+    assert {"halfcheetah", "hopper", "pendulum", "cartpole", "acrobot"} <= set(ENVS)
+    assert set(BACKENDS) == {"identity", "sherman_morrison", "diagonal", "kfac", "cg", "hybrid"}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_env_trains(cfg_factory, env):
+    cfg = cfg_factory(f"env={env}", "env.max_episode_steps=50")
+    trainer, final = _run(cfg)
+    assert trainer.model.frames == 64
+    assert trainer.model.updates == 2
+    assert math.isfinite(final["eval/episode_return"])
+    assert (trainer.ckpt_dir / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("step_rule", ["fixed", "trust_region", "line_search"])
+def test_every_backend_and_step_rule_trains(cfg_factory, backend, step_rule):
+    cfg = cfg_factory("env=pendulum", f"curvature={backend}", f"agent.step_rule={step_rule}", "env.max_episode_steps=20")
+    trainer, final = _run(cfg)
+    client = mlflow.MlflowClient(trainer.run_logger.tracking_uri)
+    run = client.get_run(trainer.run_logger.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["backend"] == backend
+    assert run.data.tags["env"] == "Pendulum-v1"
+    assert run.data.params["curvature.name"] == backend
+    for key in ("charts/episode_return", "charts/sps", "losses/value_loss", "losses/approx_kl",
+                "losses/explained_variance", "curvature/lambda", "curvature/direction_norm",
+                "curvature/update_ms", "eval/episode_return"):
+        assert client.get_metric_history(run.info.run_id, key), key
+    history = client.get_metric_history(run.info.run_id, "curvature/direction_norm")
+    assert [m.step for m in history] == [32, 64]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "config.yaml" in artifacts and "checkpoints" in artifacts
