@@ -67,14 +67,15 @@ class ActorCritic(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.critic.parameters(), lr=self.cfg["critic"]["lr"])
 
-    def transfer_batch_to_device(self, batch: TensorDictBase, device: torch.device, dataloader_idx: int):
-        return batch.to(device)
-
     def on_train_start(self) -> None:
         self._last_time = time.perf_counter()
 
     # -------------------------------------------------------------------- update
-    def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
+    def training_step(self, dataloader_iter) -> None:
+        # Taking the iterator (not a batch) stops Lightning from prefetching: the next batch
+        # must be collected by the policy *after* this update, or the data goes off-policy.
+        batch, _, _ = next(dataloader_iter)
+        batch = batch.to(self.device)
         frames = batch.numel()
         metrics: dict[str, float] = {}
 

@@ -51,11 +51,8 @@ class CollectorStream(IterableDataset):
 
     def __iter__(self) -> Iterator[TensorDictBase]:
         it = iter(self.collector)
-        # Count frames here: Lightning fetches one batch ahead of the update it trains on.
-        frames = self.model.frames
-        while frames < self.total_frames and not self.stop_requested:
+        while self.model.frames < self.total_frames and not self.stop_requested:
             batch = next(it)
-            frames += batch.numel()
             finite = all(
                 bool(torch.isfinite(batch.get(k)).all()) for k in ("observation", ("next", "observation"), ("next", "reward"))
             )
@@ -67,6 +64,7 @@ class CollectorStream(IterableDataset):
                         f"{self.task} emitted non-finite observations or rewards in {self.bad} consecutive batches "
                         f"(last near frame {self.model.frames}); stopping"
                     )
+                self.model.frames += batch.numel()
                 continue
             self.bad = 0
             yield batch
@@ -150,6 +148,8 @@ class Trainer:
             action_kind(cfg.env),
         )
         self.env = make_env(cfg.env, seed=cfg.seed, training=True)
+        if self.ckpt is not None:  # before the collector: its first reset returns the restored state
+            load_env_state(self.env, self.ckpt["env"])
         on_cpu = cfg.trainer.accelerator == "cpu" or (cfg.trainer.accelerator == "auto" and not torch.cuda.is_available())
         # Environments step on the CPU; with a GPU the collector acts with a CPU copy of the actor.
         self.collect_actor = self.model.actor if on_cpu else copy.deepcopy(self.model.actor).cpu()
@@ -169,7 +169,6 @@ class Trainer:
         self.model.load_extra_state(ckpt["extra"])
         self.collect_actor.load_state_dict(self.model.actor.state_dict())
         self.collector.load_state_dict(ckpt["collector"])
-        load_env_state(self.env, ckpt["env"])
         self.collector._carrier.update_(ckpt["carrier"])  # the current observation of every env
         set_rng_state(ckpt["rng"])
 
@@ -216,7 +215,11 @@ class Trainer:
         )
         if not self.ckpt:
             self.run_logger.log_config(cfg)
-        loader = DataLoader(stream, batch_size=None, collate_fn=lambda batch: batch)
+        # An own generator: a DataLoader otherwise draws its base seed from the global torch RNG,
+        # which would shift the RNG stream between a fresh and a resumed run.
+        loader = DataLoader(
+            stream, batch_size=None, collate_fn=lambda batch: batch, generator=torch.Generator().manual_seed(0)
+        )
         previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
 
         def request_stop(signum, frame):  # finish the current update, checkpoint, mark KILLED
@@ -248,10 +251,14 @@ class Trainer:
                 self.checkpoint()
             except Exception:  # noqa: BLE001 - a failed save must not hide the original error
                 pass
-            raise
+            if self.stop_signal is None:
+                raise
+            # Lightning turns SIGTERM into an exception at the next loop step: a requested stop.
+            status = "KILLED"
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+            self.status = status
             self.run_logger.finish(status)
             self.collector.shutdown()
         return {}

@@ -1,0 +1,144 @@
+"""Nothing lost: kill -9 then resume gives the same run, bitwise on CPU; SIGTERM and crashes
+leave a checkpoint and a KILLED or FAILED MLflow run, never RUNNING."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+COMMON = [
+    "env=hopper",
+    "env.num_envs=4",
+    "agent.frames_per_batch=64",
+    "trainer.total_frames=1280",
+    "trainer.checkpoint_every_frames=64",
+    "trainer.eval_every_frames=640",
+    "trainer.eval_episodes=2",
+    "trainer.progress_bar=false",
+    "agent.critic.minibatch_size=32",
+    "seed=7",
+]
+
+
+def _train(tmp: Path, name: str, *extra: str, wait: bool = True) -> subprocess.Popen:
+    args = [sys.executable, "-m", "ngac.cli", "train", *COMMON,
+            f"logger.tracking_uri=sqlite:///{tmp}/{name}.db", f"out_dir={tmp}/{name}", *extra]
+    proc = subprocess.Popen(args, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if wait:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+    return proc
+
+
+def _frames(ckpt: Path) -> int:
+    try:
+        return torch.load(ckpt, weights_only=False)["extra"]["frames"]
+    except Exception:  # noqa: BLE001 - being written
+        return -1
+
+
+def _wait_for_checkpoint(proc, ckpt: Path, frames: int, timeout: float = 300) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before frame {frames}: {proc.stdout.read()[-3000:]}")
+        if ckpt.exists() and _frames(ckpt) >= frames:
+            return
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint in time")
+
+
+def _run(db: Path):
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("ngac").experiment_id])
+    return client, runs
+
+
+def _last_per_step(client, run_id, key):
+    out = {}
+    for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+        out[m.step] = m.value
+    return out
+
+
+def test_kill9_then_resume_matches_uninterrupted_run_bitwise(tmp_path):
+    _train(tmp_path, "straight")
+    proc = _train(tmp_path, "killed", wait=False)
+    ckpt = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    _wait_for_checkpoint(proc, ckpt, 448)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed_at = _frames(ckpt)
+    assert 448 <= killed_at < 1280
+    client, runs = _run(tmp_path / "killed.db")
+    assert len(runs) == 1 and runs[0].info.status == "RUNNING"  # what kill -9 leaves behind
+    run_id = runs[0].info.run_id
+
+    _train(tmp_path, "killed", f"resume={ckpt}")
+
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(ckpt, weights_only=False)
+    assert a["extra"]["frames"] == b["extra"]["frames"] == 1280
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert a["extra"]["curvature"] == b["extra"]["curvature"]
+
+    client, runs = _run(tmp_path / "killed.db")
+    assert [r.info.run_id for r in runs] == [run_id], "resume must continue the same MLflow run"
+    assert runs[0].info.status == "FINISHED"
+    ca, ra = _run(tmp_path / "straight.db")
+    for key in ("charts/episode_return", "losses/value_loss", "curvature/direction_norm", "eval/episode_return"):
+        want = _last_per_step(ca, ra[0].info.run_id, key)
+        got = _last_per_step(client, run_id, key)
+        assert want and got == want, key
+
+
+def test_sigterm_checkpoints_and_marks_killed(tmp_path):
+    proc = _train(tmp_path, "term", wait=False)
+    ckpt = tmp_path / "term" / "checkpoints" / "last.ckpt"
+    _wait_for_checkpoint(proc, ckpt, 128)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    client, runs = _run(tmp_path / "term.db")
+    assert runs[0].info.status == "KILLED", out[-2000:]
+    assert 128 <= _frames(ckpt) < 1280
+
+
+def test_crash_marks_failed_and_keeps_checkpoint(tmp_path, cfg_factory, monkeypatch):
+    from ngac.agents import actor_critic
+    from ngac.agents.train import Trainer
+
+    original = actor_critic.ActorCritic._update_actor
+
+    def crash_on_second(self, *a, **k):
+        if self.updates == 1:
+            raise RuntimeError("injected crash")
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(actor_critic.ActorCritic, "_update_actor", crash_on_second)
+    trainer = Trainer(cfg_factory("env=pendulum", "trainer.total_frames=128"))
+    with pytest.raises(RuntimeError, match="injected crash"):
+        trainer.fit()
+    client = mlflow.MlflowClient(trainer.run_logger.tracking_uri)
+    assert client.get_run(trainer.run_logger.run_id).info.status == "FAILED"
+    assert _frames(trainer.ckpt_dir / "last.ckpt") == 32
+
+
+def test_same_seed_same_returns(tmp_path, cfg_factory):
+    from ngac.agents.train import Trainer
+
+    results = []
+    for i in range(2):
+        trainer = Trainer(cfg_factory("env=cartpole", "trainer.total_frames=256", "seed=3", f"out_dir={tmp_path}/r{i}"))
+        final = trainer.fit()
+        results.append((final["eval/episode_return"], [p.detach().clone() for p in trainer.model.parameters()]))
+    assert results[0][0] == results[1][0]
+    assert all(torch.equal(x, y) for x, y in zip(results[0][1], results[1][1]))
