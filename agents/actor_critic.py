@@ -40,7 +40,7 @@ class ActorCritic(L.LightningModule):
     def __init__(
         self,
         agent: dict[str, Any],
-        curvature: dict[str, Any],
+        curvature: dict[str, Any] | None,
         obs_dim: int,
         act_dim: int,
         action_kind: str,
@@ -52,7 +52,7 @@ class ActorCritic(L.LightningModule):
             obs_dim, act_dim, action_kind, agent["hidden_sizes"], agent["activation"], agent["init_log_std"]
         )
         self.critic = make_critic(obs_dim, agent["critic"]["hidden_sizes"], agent["activation"])
-        self.curvature = build_curvature(**curvature)
+        self.curvature = build_curvature(**curvature) if curvature is not None else None
         self.lr = as_schedule(agent["lr"], "agent.lr")
         # Kept out of the module tree: GAE holds the critic, which is saved once, as self.critic.
         self._gae = [GAE(gamma=agent["gamma"], lmbda=agent["gae_lambda"], value_network=self.critic)]
@@ -96,11 +96,8 @@ class ActorCritic(L.LightningModule):
         if self.cfg["normalize_advantages"]:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
 
-        # 2. critic
-        metrics.update(self._update_critic(obs_td, target))
-
-        # 3. actor
-        metrics.update(self._update_actor(obs_td, action, adv))
+        # 2-3. critic, then actor
+        metrics.update(self.update(flat, obs_td, action, adv, target))
 
         # 4. bookkeeping
         self.frames += frames
@@ -114,6 +111,14 @@ class ActorCritic(L.LightningModule):
         self.last_metrics = metrics
         if self.logger is not None:
             self.logger.log_metrics(metrics, step=self.frames)
+
+    def update(
+        self, flat: TensorDictBase, obs_td: TensorDictBase, action: Tensor, adv: Tensor, target: Tensor
+    ) -> dict[str, float]:
+        """Optimise on one batch; returns metrics. The PPO baseline overrides this."""
+        metrics = self._update_critic(obs_td, target)
+        metrics.update(self._update_actor(obs_td, action, adv))
+        return metrics
 
     def _update_critic(self, obs_td: TensorDictBase, target: Tensor) -> dict[str, float]:
         opt = self.optimizers()
@@ -203,7 +208,7 @@ class ActorCritic(L.LightningModule):
     # ------------------------------------------------------------- state for resume
     def extra_state(self) -> dict[str, Any]:
         return {
-            "curvature": self.curvature.state_dict(),
+            "curvature": self.curvature.state_dict() if self.curvature is not None else None,
             "frames": self.frames,
             "updates": self.updates,
             "skipped_updates": self.skipped_updates,
@@ -211,7 +216,8 @@ class ActorCritic(L.LightningModule):
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.curvature.load_state_dict(state["curvature"])
+        if self.curvature is not None:
+            self.curvature.load_state_dict(state["curvature"])
         self.frames = int(state["frames"])
         self.updates = int(state["updates"])
         self.skipped_updates = int(state["skipped_updates"])

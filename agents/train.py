@@ -7,6 +7,7 @@ server, output folder) runs before the first environment is created.
 from __future__ import annotations
 
 import copy
+import os
 import math
 import random
 import signal
@@ -27,14 +28,26 @@ from torchrl.collectors import Collector
 
 import ngac
 from ngac.envs import action_kind, env_dims, env_state, load_env_state, make_env
+from ngac.sweeps import SWEEP_ENV, SWEEP_PARENT_ENV
 from ngac.validate import ConfigError, validate_config
 
 from .actor_critic import ActorCritic
+from .ppo import PPO
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .evaluate import evaluate
 from .tracking import RunLogger
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+AGENTS: dict[str, type[ActorCritic]] = {"nac": ActorCritic, "ppo": PPO}
+
+
+def algo_label(cfg: DictConfig) -> str:
+    """What a comparison groups by: the backend, or the named algorithm it amounts to."""
+    if cfg.agent.name == "ppo":
+        return "ppo"
+    if cfg.curvature.name == "cg" and cfg.agent.step_rule == "line_search":
+        return "trpo"
+    return cfg.curvature.name
 
 
 class NonFiniteEnvironmentError(RuntimeError):
@@ -122,7 +135,8 @@ class Trainer:
     def _tags(self) -> dict[str, str]:
         cfg = self.cfg
         tags = {
-            "backend": cfg.curvature.name,
+            "algo": algo_label(cfg),
+            "backend": cfg.curvature.name if cfg.agent.name != "ppo" else "ppo",
             "env": cfg.env.id,
             "seed": str(cfg.seed),
             "git_commit": git_commit(),
@@ -130,8 +144,12 @@ class Trainer:
             "step_rule": cfg.agent.step_rule,
             "agent": cfg.agent.name,
         }
-        if cfg.logger.sweep:
-            tags["sweep"] = str(cfg.logger.sweep)
+        sweep = cfg.logger.sweep or os.environ.get(SWEEP_ENV)
+        if sweep:
+            tags["sweep"] = str(sweep)
+        parent = os.environ.get(SWEEP_PARENT_ENV)
+        if parent:
+            tags["mlflow.parentRunId"] = parent
         return tags
 
     # ------------------------------------------------------------------ build
@@ -140,7 +158,7 @@ class Trainer:
         L.seed_everything(cfg.seed, workers=False, verbose=False)
         torch.set_num_threads(cfg.trainer.num_threads)
         obs_dim, act_dim = env_dims(cfg.env)
-        self.model = ActorCritic(
+        self.model = AGENTS[cfg.agent.name](
             OmegaConf.to_container(cfg.agent, resolve=True),
             OmegaConf.to_container(cfg.curvature, resolve=True),
             obs_dim,

@@ -61,6 +61,7 @@ def validate_config(cfg: DictConfig) -> None:
     _positive(cfg, "trainer.num_threads", integer=True)
     _positive(cfg, "trainer.max_bad_batches", integer=True)
     _choice(cfg, "agent.step_rule", STEP_RULES)
+    _choice(cfg, "agent.name", ("nac", "ppo"))
     _choice(cfg, "trainer.accelerator", ("cpu", "gpu", "cuda", "auto"))
     from ngac.agents.networks import ACTIVATIONS
     from ngac.curvature import as_schedule

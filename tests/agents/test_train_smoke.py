@@ -54,3 +54,35 @@ def test_every_backend_and_step_rule_trains(cfg_factory, backend, step_rule):
     assert [m.step for m in history] == [32, 64]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "config.yaml" in artifacts and "checkpoints" in artifacts
+
+
+@pytest.mark.parametrize("algo", ["trpo", "ppo"])
+def test_named_algorithms_train(cfg_factory, algo):
+    cfg = cfg_factory("env=pendulum", f"algo={algo}", "env.max_episode_steps=20", "agent.frames_per_batch=32")
+    trainer, final = _run(cfg)
+    client = mlflow.MlflowClient(trainer.run_logger.tracking_uri)
+    tags = client.get_run(trainer.run_logger.run_id).data.tags
+    assert tags["algo"] == algo
+    assert client.get_metric_history(trainer.run_logger.run_id, "losses/value_loss")
+    assert math.isfinite(final["eval/episode_return"])
+
+
+def test_experiment_configs_compose():
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    expected = {
+        "damping": {"curvature.damping": "0.01,0.1,1,10", "seed": "0,1,2"},
+        "sm_mode": {"curvature.mode": "batch_mean,single_sample", "seed": "0,1,2"},
+        "fisher_vector": {"curvature.fisher_vector": "score,advantage_weighted", "seed": "0,1,2"},
+        "backends": {"algo": "identity,sherman_morrison,diagonal,kfac,cg,hybrid,trpo,ppo",
+                     "env": "halfcheetah,hopper,swimmer", "seed": "0,1,2"},
+    }
+    assert set(group_options("experiment")) == set(expected)
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="ngac.configs", version_base=None):
+        for name, params in expected.items():
+            cfg = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
+            assert dict(cfg.hydra.sweeper.params) == params
+            assert cfg.logger.experiment_name == name
+    GlobalHydra.instance().clear()
