@@ -334,7 +334,10 @@ class ObsNorm(Transform):
     @torch.no_grad()
     def _update(self, x: torch.Tensor) -> None:
         x = x.to(torch.float64).reshape(-1, x.shape[-1])
+        x = x[torch.isfinite(x).all(dim=-1)]  # a non-finite observation must not poison the statistics
         n = x.shape[0]
+        if n == 0:
+            return
         b_var, b_mean = torch.var_mean(x, 0, correction=0)
         tot = self.count + n
         delta = b_mean - self.mean
@@ -351,6 +354,8 @@ class ObsNorm(Transform):
         y = (x.to(torch.float64) - self.mean) / torch.sqrt(self.var + _EPS)
         if self.clip is not None:
             y = y.clamp(-self.clip, self.clip)
+            # Clipping would turn an infinite observation into a plausible one: keep it visible.
+            y = torch.where(torch.isfinite(x), y, torch.full_like(y, float("nan")))
         return y.to(torch.float32)
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
@@ -454,7 +459,10 @@ class RewardScale(Transform):
 
     @torch.no_grad()
     def _update(self, x: torch.Tensor) -> None:
+        x = x[torch.isfinite(x)]
         n = x.numel()
+        if n == 0:
+            return
         b_var, b_mean = torch.var_mean(x, correction=0)
         tot = self.count + n
         delta = b_mean - self.ret_mean
@@ -469,7 +477,8 @@ class RewardScale(Transform):
         reward = next_tensordict.get("reward")
         r = reward.reshape(-1).to(torch.float64)
         done = next_tensordict.get("done").reshape(-1)
-        self.ret.mul_(self.gamma).add_(r)
+        # A non-finite reward passes through (the trainer rejects the batch) but stays out of G.
+        self.ret.mul_(self.gamma).add_(torch.where(torch.isfinite(r), r, torch.zeros_like(r)))
         if not self.frozen:
             self._update(self.ret)
         scaled = (r / torch.sqrt(self.ret_var + _EPS)).clamp(-self.clip, self.clip)
