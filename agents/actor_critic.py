@@ -124,10 +124,12 @@ class ActorCritic(L.LightningModule):
         opt = self.optimizers()
         ccfg = self.cfg["critic"]
         size = target.shape[0]
+        value_net = self.critic.module  # the plain MLP: no tensordict work inside the hot loop
+        obs = obs_td["observation"]
         losses = []
         for _ in range(ccfg["epochs"]):
             for idx in torch.randperm(size, device=target.device).split(ccfg["minibatch_size"]):
-                value = self.critic(obs_td[idx].clone(False))["state_value"].squeeze(-1)
+                value = value_net(obs[idx]).squeeze(-1)
                 loss = 0.5 * (value - target[idx]).pow(2).mean()
                 if not torch.isfinite(loss):
                     continue
@@ -136,7 +138,7 @@ class ActorCritic(L.LightningModule):
                 opt.step()
                 losses.append(loss.item())
         with torch.no_grad():
-            pred = self.critic(obs_td.clone(False))["state_value"].squeeze(-1)
+            pred = value_net(obs).squeeze(-1)
         return {
             "losses/value_loss": sum(losses) / len(losses) if losses else float("nan"),
             "losses/explained_variance": explained_variance(pred, target),

@@ -1,0 +1,152 @@
+"""End-to-end training throughput against the raw environment step rate, in one run.
+
+    python benchmarks/train_throughput.py [--frames 51200] [--repeats 3] [--env halfcheetah] [KEY=VALUE ...]
+
+For each repeat, interleaved so machine noise hits all of them alike:
+  * raw: a plain gymnasium ``SyncVectorEnv`` of the same task and number of copies, random actions
+    (the physical limit of the configuration: no policy, no TorchRL, no learning);
+  * raw1: one plain gymnasium env, random actions (REFERENCE.md's "physical limit for one core");
+  * train: ``ngac train`` at its defaults (plus any KEY=VALUE overrides), in-process, for
+    ``--frames`` frames: collection, GAE, critic and actor updates, MLflow logging. Its rate is
+    frames / wall time of the training loop (start-up and the final evaluation excluded).
+
+Prints a Markdown table of medians and the train/raw ratios, and writes it to
+``benchmarks/out/train_throughput.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+
+def raw_rate(env_id: str, num_envs: int, steps: int) -> float:
+    env = SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(64)]
+    t0 = time.perf_counter()
+    for i in range(steps):
+        env.step(actions[i % 64])
+    rate = steps * num_envs / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def train_rate(overrides: list[str], frames: int) -> tuple[float, float]:
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from ngac.agents import train as train_mod
+
+    tmp = tempfile.mkdtemp(prefix="ngac-bench-")
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="ngac.configs", version_base=None):
+        cfg = compose(
+            "config",
+            overrides=[
+                f"trainer.total_frames={frames}",
+                "trainer.eval_every_frames=100000000",
+                "trainer.checkpoint_every_frames=100000000",
+                "trainer.eval_episodes=1",
+                "trainer.progress_bar=false",
+                f"logger.tracking_uri=sqlite:///{tmp}/mlflow.db",
+                f"out_dir={tmp}/run",
+                *overrides,
+            ],
+        )
+    GlobalHydra.instance().clear()
+    OmegaConf.set_struct(cfg, False)
+    trainer = train_mod.Trainer(cfg)
+    marks: dict[str, float] = {}
+    original = trainer.evaluate_now
+
+    def timed_eval():  # the final evaluation is not training throughput
+        marks["end"] = time.perf_counter()
+        return original()
+
+    trainer.evaluate_now = timed_eval
+    build = trainer.build
+
+    def timed_build():
+        build()
+        marks["start"] = time.perf_counter()
+
+    trainer.build = timed_build
+    trainer.fit()
+    loop = marks["end"] - marks["start"]
+    update_ms = trainer.model.last_metrics.get("curvature/update_ms", float("nan"))
+    return trainer.model.frames / loop, update_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--frames", type=int, default=51200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--env", default="halfcheetah")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    from ngac.envs import TASKS
+
+    env_id = TASKS[args.env]
+    overrides = [f"env={args.env}", *args.overrides]
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="ngac.configs", version_base=None):
+        num_envs = compose("config", overrides=overrides).env.num_envs
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+
+    rows: dict[str, list[float]] = {"raw": [], "raw1": [], "train": [], "ratio": [], "ratio1": []}
+    for r in range(args.repeats):
+        raw = raw_rate(env_id, num_envs, 400)
+        raw1 = raw_rate(env_id, 1, 4000)
+        train, _ = train_rate(overrides, args.frames)
+        rows["raw"].append(raw)
+        rows["raw1"].append(raw1)
+        rows["train"].append(train)
+        rows["ratio"].append(train / raw)
+        rows["ratio1"].append(train / raw1)
+        print(f"repeat {r}: raw({num_envs}) {raw:.0f}/s, raw(1) {raw1:.0f}/s, train {train:.0f}/s", flush=True)
+
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
+    lines = [
+        f"Command: `python benchmarks/train_throughput.py --frames {args.frames} --repeats {args.repeats} --env {args.env}"
+        + (" " + " ".join(args.overrides) if args.overrides else "") + "`",
+        f"Commit {commit}, {time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread; "
+        f"medians of {args.repeats} interleaved repeats.",
+        "",
+        "| what | steps/s (median) | min | max |",
+        "|---|---|---|---|",
+        f"| raw gymnasium SyncVectorEnv, {num_envs} copies, random actions | {med['raw']:.0f} | {min(rows['raw']):.0f} | {max(rows['raw']):.0f} |",
+        f"| raw gymnasium, 1 env, random actions | {med['raw1']:.0f} | {min(rows['raw1']):.0f} | {max(rows['raw1']):.0f} |",
+        f"| ngac train (collection + GAE + updates + logging), {' '.join(overrides)} | {med['train']:.0f} | {min(rows['train']):.0f} | {max(rows['train']):.0f} |",
+        f"| ratio train / raw({num_envs}) | {med['ratio']:.2f} | {min(rows['ratio']):.2f} | {max(rows['ratio']):.2f} |",
+        f"| ratio train / raw(1) | {med['ratio1']:.2f} | {min(rows['ratio1']):.2f} | {max(rows['ratio1']):.2f} |",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    out = Path(__file__).parent / "out"
+    out.mkdir(exist_ok=True)
+    (out / "train_throughput.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
