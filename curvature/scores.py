@@ -117,11 +117,13 @@ class Scores:
 
         inputs: list[list[Tensor]] = [[] for _ in modules]
         outputs: list[list[Tensor]] = [[] for _ in modules]
+        versions: list[list[int]] = [[] for _ in modules]
 
         def make_hook(i: int):
             def hook(mod: nn.Module, args: tuple, out: Tensor) -> None:
                 inputs[i].append(args[0].detach())
                 outputs[i].append(out)
+                versions[i].append(out._version)
 
             return hook
 
@@ -138,6 +140,11 @@ class Scores:
         batch = logp.shape[0]
         used = [i for i in range(len(modules)) if outputs[i]]
         for i in used:
+            if outputs[i][0]._version != versions[i][0]:
+                raise ValueError(
+                    f"the output of {modules[i]} was modified in place after the forward (e.g. ReLU(inplace=True)); "
+                    f"its output gradient would be wrong: use out-of-place activations"
+                )
             if len(outputs[i]) > 1:
                 raise ValueError(f"module {modules[i]} was called {len(outputs[i])} times; per-sample scores need one call")
             if inputs[i][0].dim() != 2 and not isinstance(modules[i], BroadcastParameter):

@@ -1,0 +1,128 @@
+r"""Conjugate gradient on Fisher-vector products: the TRPO / NPG direction ("AC-CG").
+
+Solves :math:`(F + \lambda I)\,x = g` by conjugate gradient from :math:`x_0 = 0`:
+
+.. math::
+
+    r_0 = p_0 = g,\quad
+    \alpha_i = \frac{r_i^T r_i}{p_i^T (F+\lambda I) p_i},\quad
+    x_{i+1} = x_i + \alpha_i p_i,\quad
+    r_{i+1} = r_i - \alpha_i (F+\lambda I) p_i,\quad
+    p_{i+1} = r_{i+1} + \frac{r_{i+1}^T r_{i+1}}{r_i^T r_i} p_i,
+
+stopping after ``iters`` iterations or once :math:`|r_i| \le` ``tol``. Two Fisher-vector
+products:
+
+``fisher="empirical"``
+    :math:`F v = \frac1B \sum_k s_k (s_k \cdot v)` from the captured per-layer inputs and output
+    gradients (:meth:`Scores.fisher_vector_product`): exact for the batch's empirical Fisher, no
+    extra backward pass, O(B d) per product.
+
+``fisher="kl_hessian"``
+    :math:`F v = \nabla_\theta \big(\nabla_\theta \overline{KL}(\pi_{old} \| \pi_\theta) \cdot v\big)`
+    at :math:`\theta = \theta_{old}` by double backward of ``batch.kl_fn()`` (the exact Fisher of
+    the policy at the batch states, the TRPO product). Needs ``batch.kl_fn``.
+
+Memory O(d) (a few vectors); never a ``d x d`` tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .base import Curvature, PolicyBatch, register
+from .schedules import Schedule
+
+FISHERS = ("empirical", "kl_hessian")
+
+
+def validate_cg_options(prefix: str, iters: int, tol: float, fisher: str = "empirical") -> None:
+    """One-line ``ValueError`` for unusable CG options."""
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"{prefix}.iters={iters!r} must be an integer >= 1")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0.0:
+        raise ValueError(f"{prefix}.tol={tol!r} must be a number >= 0")
+    if fisher not in FISHERS:
+        raise ValueError(f"{prefix}.fisher={fisher!r} is not valid; choose one of {list(FISHERS)}")
+
+
+def conjugate_gradient(
+    matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int, tol: float
+) -> tuple[Tensor, int, float]:
+    """Solve ``M x = b`` for symmetric positive definite ``M`` given as ``matvec``.
+
+    Returns ``(x, iterations used, final residual norm)``.
+    """
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rr = torch.dot(r, r)
+    used = 0
+    for _ in range(iters):
+        if float(rr) <= tol * tol:
+            break
+        Mp = matvec(p)
+        alpha = rr / torch.dot(p, Mp)
+        x.add_(alpha * p)
+        r.sub_(alpha * Mp)
+        rr_new = torch.dot(r, r)
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+        used += 1
+    return x, used, float(rr.sqrt())
+
+
+def fisher_vector_product(batch: PolicyBatch, fisher: str) -> Callable[[Tensor], Tensor]:
+    """The Fisher-vector product ``v -> F v`` of ``batch`` (without damping)."""
+    if fisher == "empirical":
+        return batch.scores.fisher_vector_product
+    if fisher != "kl_hessian":
+        raise ValueError(f"fisher={fisher!r} is not valid; choose one of {list(FISHERS)}")
+    if batch.kl_fn is None:
+        raise ValueError("fisher='kl_hessian' needs PolicyBatch.kl_fn (mean KL to the behaviour policy); it is None")
+    params = list(batch.params or [])
+    with torch.enable_grad():
+        kl = batch.kl_fn()
+        grads = torch.autograd.grad(kl, params, create_graph=True)
+        flat_grad = torch.cat([g.reshape(-1) for g in grads])
+
+    def fvp(v: Tensor) -> Tensor:
+        with torch.enable_grad():
+            hv = torch.autograd.grad(torch.dot(flat_grad, v.to(flat_grad)), params, retain_graph=True)
+        return torch.cat([h.reshape(-1) for h in hv]).detach().to(v)
+
+    return fvp
+
+
+def cg_solve(
+    batch: PolicyBatch, damping: float, *, iters: int = 10, tol: float = 1e-10, fisher: str = "empirical"
+) -> tuple[Tensor, dict[str, float]]:
+    r"""CG on :math:`(F + \lambda I) x = g` for ``batch``; returns ``(x, diagnostics)``."""
+    fvp = fisher_vector_product(batch, fisher)
+    x, used, res = conjugate_gradient(lambda v: fvp(v) + damping * v, batch.grad, iters, tol)
+    return x, {"cg_iters": float(used), "cg_residual": res}
+
+
+@register("cg")
+class ConjugateGradient(Curvature):
+    """Damped Fisher solve by conjugate gradient (empirical or KL-Hessian Fisher-vector products)."""
+
+    def __init__(
+        self,
+        damping: float | Schedule | dict = 0.1,
+        iters: int = 10,
+        tol: float = 1e-10,
+        fisher: Literal["empirical", "kl_hessian"] = "empirical",
+    ) -> None:
+        super().__init__(damping)
+        validate_cg_options("cg", iters, tol, fisher)
+        self.iters = iters
+        self.tol = float(tol)
+        self.fisher = fisher
+
+    def solve(self, batch: PolicyBatch, damping: float) -> tuple[Tensor, dict[str, float]]:
+        return cg_solve(batch, damping, iters=self.iters, tol=self.tol, fisher=self.fisher)

@@ -1,0 +1,148 @@
+r"""K-FAC (ACKTR style): a Kronecker-factored, block-diagonal Fisher with running factors.
+
+For a layer (``nn.Linear`` with the bias folded into the last column of its input, or a
+:class:`~ngac.curvature.scores.BroadcastParameter` with input :math:`a_k = 1`), the per-sample
+score of the ``out x in'`` weight matrix is :math:`\delta_k a_k^T`. K-FAC approximates the layer's
+Fisher block by
+
+.. math::
+
+    F_\ell \approx A \otimes G, \qquad A = E[a a^T]\ (in' \times in'), \qquad G = E[\delta\delta^T]\ (out \times out),
+
+(for the column-stacking ``vec``; for the row-major flattening used by :class:`Scores` the same
+block reads :math:`G \otimes A`) and ignores cross-layer blocks. ``A`` and ``G`` are exponential
+moving averages over updates,
+
+.. math:: A_t = \beta A_{t-1} + (1-\beta) \hat A_t, \qquad A_1 = \hat A_1
+
+(``decay`` :math:`= \beta`; likewise ``G``), folded in at updates :math:`t = 0, k, 2k, \dots`
+(``factor_every`` :math:`= k`, default 1: every update; larger values amortise the
+:math:`O(B \sum in'^2 + out^2)` factor products, as the ``TCov`` interval of K-FAC codes). At updates
+:math:`t = 0, T, 2T, \dots` (``inverse_every`` :math:`= T`) the current factors are eigendecomposed,
+:math:`A = Q_A \operatorname{diag}(e_A) Q_A^T`,
+:math:`G = Q_G \operatorname{diag}(e_G) Q_G^T`, and with the layer's gradient matrix :math:`V`
+the damped solve is exact for the factors of the last refresh:
+
+.. math::
+
+    (A \otimes G + \lambda I)^{-1} \operatorname{vec}(V)
+    = \operatorname{vec}\!\Big(Q_G \big[(Q_G^T V Q_A) \oslash (e_G e_A^T + \lambda)\big] Q_A^T\Big).
+
+Time per update O(B \sum (in'^2 + out^2)) for the factors (every ``factor_every`` updates), plus
+O(\sum in'^3 + out^3) per refresh, plus O(\sum in' out (in' + out)) for the solve;
+memory :math:`\sum_\ell in'^2 + out^2`, never a ``d x d`` tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import Curvature, PolicyBatch, register
+from .schedules import Schedule
+from .scores import Scores
+
+
+@register("kfac")
+class KFAC(Curvature):
+    """Kronecker-factored damped Fisher solve with running factors and cached eigenbases."""
+
+    def __init__(
+        self,
+        damping: float | Schedule | dict = 0.1,
+        decay: float = 0.95,
+        inverse_every: int = 10,
+        factor_every: int = 1,
+    ) -> None:
+        super().__init__(damping)
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
+            raise ValueError(f"kfac.decay={decay!r} must be a number in [0, 1)")
+        if isinstance(inverse_every, bool) or not isinstance(inverse_every, int) or inverse_every < 1:
+            raise ValueError(f"kfac.inverse_every={inverse_every!r} must be an integer >= 1")
+        if isinstance(factor_every, bool) or not isinstance(factor_every, int) or factor_every < 1:
+            raise ValueError(f"kfac.factor_every={factor_every!r} must be an integer >= 1")
+        self.decay = float(decay)
+        self.inverse_every = inverse_every
+        self.factor_every = factor_every
+        self.factor_updates = 0  # how many batches went into the running factors
+        self.A: list[Tensor] = []
+        self.G: list[Tensor] = []
+        self.QA: list[Tensor] = []
+        self.eA: list[Tensor] = []
+        self.QG: list[Tensor] = []
+        self.eG: list[Tensor] = []
+
+    # ---------------------------------------------------------------- factors
+    def update_factors(self, factors: list[tuple[Tensor, Tensor]]) -> None:
+        """Fold one batch's :math:`(\\hat A, \\hat G)` into the running averages."""
+        shapes_match = len(factors) == len(self.A) and all(
+            a.shape == A.shape and g.shape == G.shape for (a, g), A, G in zip(factors, self.A, self.G)
+        )
+        if self.factor_updates == 0 or not shapes_match:
+            self.A = [a.clone() for a, _ in factors]
+            self.G = [g.clone() for _, g in factors]
+            self.factor_updates = 0
+        else:
+            beta = self.decay
+            for i, (a, g) in enumerate(factors):
+                self.A[i].mul_(beta).add_(a.to(self.A[i]), alpha=1.0 - beta)
+                self.G[i].mul_(beta).add_(g.to(self.G[i]), alpha=1.0 - beta)
+        self.factor_updates += 1
+
+    def refresh_eigenbases(self) -> None:
+        """Eigendecompose the current running factors (eigenvalues clamped at 0: they are PSD)."""
+        self.QA, self.eA, self.QG, self.eG = [], [], [], []
+        for A, G in zip(self.A, self.G):
+            eA, QA = torch.linalg.eigh(A)
+            eG, QG = torch.linalg.eigh(G)
+            self.eA.append(eA.clamp_min(0.0))
+            self.QA.append(QA)
+            self.eG.append(eG.clamp_min(0.0))
+            self.QG.append(QG)
+
+    def _layers_changed(self, scores: Scores) -> bool:
+        return len(self.A) != len(scores.a) or any(
+            A.shape[0] != a.shape[1] or G.shape[0] != d.shape[1]
+            for A, G, a, d in zip(self.A, self.G, scores.a, scores.delta)
+        )
+
+    # ------------------------------------------------------------------ solve
+    def solve(self, batch: PolicyBatch, damping: float) -> tuple[Tensor, dict[str, float]]:
+        scores = batch.scores
+        t = self.num_updates  # 0-based index of this update
+        changed = self.factor_updates == 0 or self._layers_changed(scores)
+        if changed or t % self.factor_every == 0:
+            self.update_factors(scores.kronecker_factors())
+        refreshed = changed or not self.QA or t % self.inverse_every == 0
+        if refreshed:
+            self.refresh_eigenbases()
+        mats = scores.to_layers(batch.grad)
+        out: list[Tensor] = []
+        for V, QA, eA, QG, eG in zip(mats, self.QA, self.eA, self.QG, self.eG):
+            W = QG.T @ V.to(QG) @ QA
+            W = W / (eG[:, None] * eA[None, :] + damping)
+            out.append((QG @ W @ QA.T).to(V))
+        vec = scores.to_flat(out)
+        return vec, {"kfac_refreshed": float(refreshed), "kfac_factor_updates": float(self.factor_updates)}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update(
+            factor_updates=self.factor_updates,
+            A=[t.clone() for t in self.A],
+            G=[t.clone() for t in self.G],
+            QA=[t.clone() for t in self.QA],
+            eA=[t.clone() for t in self.eA],
+            QG=[t.clone() for t in self.QG],
+            eG=[t.clone() for t in self.eG],
+        )
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.factor_updates = int(state["factor_updates"])
+        for key in ("A", "G", "QA", "eA", "QG", "eG"):
+            setattr(self, key, [t.clone() for t in state[key]])
