@@ -15,18 +15,32 @@ from omegaconf import OmegaConf
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from ngac.envs import action_kind, env_dims, load_env_state, make_env, sync_normalization
+from ngac.envs import action_kind, env_dims, load_normalization, make_env, sync_normalization
 
 from .checkpoint import load_checkpoint
 from .networks import make_actor
 
 
-def evaluate(actor, env_cfg, train_env: EnvBase | None, *, episodes: int, seed: int, max_steps: int = 10_000) -> dict[str, float]:
-    """Run ``episodes`` deterministic episodes (one per environment copy, in parallel)."""
+def evaluate(
+    actor,
+    env_cfg,
+    train_env: EnvBase | None,
+    *,
+    episodes: int,
+    seed: int,
+    snapshot: dict[str, Any] | None = None,
+    max_steps: int = 10_000,
+) -> dict[str, float]:
+    """Run ``episodes`` deterministic episodes (one per environment copy, in parallel).
+
+    Observation statistics come from ``train_env`` or from an ``env_state`` ``snapshot``.
+    """
     env = make_env(env_cfg, num_envs=episodes, seed=seed, training=False)
     try:
         if train_env is not None:
             sync_normalization(train_env, env)
+        elif snapshot is not None:
+            load_normalization(env, snapshot)
         returns = torch.full((episodes,), float("nan"))
         lengths = torch.zeros(episodes)
         device = next(actor.parameters()).device
@@ -64,10 +78,7 @@ def eval_checkpoint(path: str, episodes: int = 10, seed: int = 12345, video: str
         obs_dim, act_dim, action_kind(cfg.env), cfg.agent.hidden_sizes, cfg.agent.activation, cfg.agent.init_log_std
     )
     actor.load_state_dict({k[len("actor.") :]: v for k, v in ckpt["model"].items() if k.startswith("actor.")})
-    train_env = make_env(cfg.env, seed=0, training=False)
-    load_env_state(train_env, ckpt["env"])
-    result = evaluate(actor, cfg.env, train_env, episodes=episodes, seed=seed)
-    train_env.close()
+    result = evaluate(actor, cfg.env, None, episodes=episodes, seed=seed, snapshot=ckpt["env"])
     if video:
         result["video"] = record_video(actor, cfg.env, ckpt, video, seed)
     return result
@@ -98,7 +109,7 @@ def record_video(actor, env_cfg, ckpt: dict[str, Any], out: str, seed: int, max_
     if not hasattr(viewer.unwrapped, "set_state"):
         raise RuntimeError(f"video recording supports the MuJoCo tasks; {env_cfg.id} is not one")
     env = make_env(env_cfg, num_envs=1, seed=seed, training=False)
-    load_env_state(env, ckpt["env"])  # physics + frozen normaliser statistics of the run
+    load_normalization(env, ckpt["env"])  # the run's observation statistics, frozen
     sim = env.base_env._env.envs[0].unwrapped
     frames = []
     td = env.reset()

@@ -30,9 +30,9 @@ def resolve_tracking_uri(configured: str | None) -> str:
 
 
 @contextmanager
-def _fail_fast():
-    """MLflow retries HTTP calls for minutes by default; a reachability check should not."""
-    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+def _fail_fast(retries: int = 0, timeout: int = 5):
+    """MLflow retries each HTTP call for minutes by default; training must not wait on that."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
     old = {k: os.environ.get(k) for k in keys}
     os.environ.update(keys)
     try:
@@ -81,12 +81,15 @@ class ResilientMLFlowLogger(MLFlowLogger):
         self._warned = False
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self._pending.append((dict(metrics), step))
+        if metrics:
+            self._pending.append((dict(metrics), step))
         try:
-            while self._pending:
-                m, s = self._pending[0]
-                super().log_metrics(m, s)
-                self._pending.pop(0)
+            # No HTTP retries: the buffered rows are the retry, at the next update.
+            with _fail_fast():
+                while self._pending:
+                    m, s = self._pending[0]
+                    super().log_metrics(m, s)
+                    self._pending.pop(0)
             self._warned = False
         except Exception as exc:  # noqa: BLE001
             if not self._warned:
@@ -146,15 +149,17 @@ class RunLogger:
 
     def log_artifact(self, path: Path, folder: str) -> None:
         try:
-            self.client.log_artifact(self.run_id, str(path), folder)
+            with _fail_fast(retries=1, timeout=60):
+                self.client.log_artifact(self.run_id, str(path), folder)
         except Exception as exc:  # noqa: BLE001
             warnings.warn(f"could not upload {path} to MLflow ({type(exc).__name__}); it stays on disk", stacklevel=2)
 
     def finish(self, status: str) -> None:
         """``status`` is FINISHED, KILLED or FAILED; no run is left RUNNING if MLflow is up."""
-        self.lightning_logger.log_metrics({}, step=None) if self.lightning_logger._pending else None
+        self.lightning_logger.log_metrics({}, step=None)  # one last try at what is buffered
         self.lightning_logger.flush_to_disk()
         try:
-            self.client.set_terminated(self.run_id, status=status)
+            with _fail_fast():
+                self.client.set_terminated(self.run_id, status=status)
         except Exception as exc:  # noqa: BLE001
             warnings.warn(f"could not mark MLflow run {self.run_id} {status} ({type(exc).__name__})", stacklevel=2)

@@ -58,6 +58,7 @@ __all__ = [
     "set_training",
     "env_state",
     "load_env_state",
+    "load_normalization",
 ]
 
 #: config-group name -> gymnasium id
@@ -732,3 +733,17 @@ def load_env_state(env: EnvBase, state: Mapping[str, Any]) -> None:
         t.load_state_dict(state["transforms"][key])
     _vecgym_memo_clear(env)
     vec._ngac_resume_pending = True
+
+
+def load_normalization(env: EnvBase, state: Mapping[str, Any]) -> None:
+    """Load only the observation statistics of an :func:`env_state` snapshot, frozen.
+
+    For evaluation environments, which may differ from the training one in size and reward
+    scaling but must see observations exactly as the policy was trained on them.
+    """
+    saved = [v for k, v in state["transforms"].items() if k.split(":", 1)[1] == "ObsNorm"]
+    norm = _find(env, ObsNorm)
+    if not saved or norm is None:
+        raise ValueError("load_normalization: no observation statistics in the snapshot or no ObsNorm in the env")
+    norm.load_state_dict(saved[0])
+    norm.freeze()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ commands:
 """
 
 CONFIG_MODULE = "ngac.configs"
+MUJOCO_GL_BACKENDS = ("egl", "osmesa", "glfw", "disable", "disabled", "off", "false", "0")
 MAX_CHECKED_COMBINATIONS = 64
 
 
@@ -156,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    gl = os.environ.get("MUJOCO_GL")
+    if gl is not None and gl.lower() not in MUJOCO_GL_BACKENDS:
+        # MuJoCo would raise this at import time, deep inside the first environment.
+        return _err(f"MUJOCO_GL={gl!r} is not valid; choose one of {', '.join(MUJOCO_GL_BACKENDS)} (or unset it)")
     commands = {"train": train, "eval": evaluate, "compare": compare}
     if command not in commands:
         return _err(f"unknown command {command!r}; valid: {', '.join(commands)}")

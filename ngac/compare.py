@@ -27,6 +27,7 @@ import csv
 import math
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,11 +74,33 @@ class RunData:
 
 
 # ------------------------------------------------------------------ connecting
+# These two mirror ngac.agents.tracking (resolve_tracking_uri, _fail_fast) without importing it:
+# that module pulls in Lightning, which would add seconds to every `ngac compare`.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+@contextmanager
+def _fail_fast():
+    """MLflow retries HTTP calls for minutes by default; the first probe should not."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
 def _probe(uri: str) -> None:
     """One fast call; a one-line ``ValueError`` if the store cannot be reached."""
     from mlflow import MlflowClient
-
-    from ngac.agents.tracking import _fail_fast
 
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":
@@ -92,8 +115,20 @@ def _probe(uri: str) -> None:
         try:
             MlflowClient(uri).search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - any failure here means "unreachable"
-            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"tracking URI {uri!r} is unreachable ({reason})") from None
+            raise ValueError(f"tracking URI {uri!r} is unreachable ({_reason(exc)})") from None
+
+
+def _reason(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    for needle, short in (
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "unknown host"),
+        ("timed out", "timed out"),
+        ("Read timed out", "timed out"),
+    ):
+        if needle in text:
+            return short
+    return text[:160] if text else type(exc).__name__
 
 
 def _all_experiment_ids(client) -> list[str]:
@@ -353,8 +388,6 @@ def compare_runs(
     """
     from mlflow import MlflowClient
 
-    from ngac.agents.tracking import resolve_tracking_uri
-
     if not selector:
         raise ValueError("give an experiment name or a sweep name to compare")
     if group_by.startswith("param:") and not group_by[len("param:") :]:
@@ -392,7 +425,7 @@ def compare_runs(
         "",
     ]
     table = markdown_table(rows, group_header=group_by)
-    md.write_text("\n".join(header) + table + "\n")
+    md.write_text("\n".join(header) + "\n" + table + "\n")
     with open(csv_path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()

@@ -62,6 +62,8 @@ class SweepParentRun(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not hasattr(self, "run_id"):
             return
+        from ngac.agents.tracking import _fail_fast
+
         status = "FINISHED"
         try:
             from ngac.compare import compare_runs
@@ -71,6 +73,10 @@ class SweepParentRun(Callback):
             del result
         except Exception as exc:  # noqa: BLE001 - a failed comparison must not fail the sweep
             warnings.warn(f"sweep {self.name}: comparison failed ({type(exc).__name__}: {exc})", stacklevel=2)
-        self.client.set_terminated(self.run_id, status=status)
+        try:
+            with _fail_fast():
+                self.client.set_terminated(self.run_id, status=status)
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"sweep {self.name}: could not close the parent run ({type(exc).__name__})", stacklevel=2)
         os.environ.pop(SWEEP_ENV, None)
         os.environ.pop(SWEEP_PARENT_ENV, None)

@@ -1,0 +1,215 @@
+"""``ngac.compare`` against a local sqlite store filled with synthetic runs of known statistics."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+
+import numpy as np
+import pytest
+from tracking_utils import free_port
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from ngac.compare import area_under_curve, compare_runs, main, mean_std_curve
+
+T0 = 1_790_000_000_000  # ms
+STEPS = [0, 100, 200, 300]
+SEEDS = [0, 1, 2]
+STD_012 = math.sqrt(2 / 3)  # population std of {0, 1, 2}
+
+
+def make_run(client, exp_id, *, tags, params=None, returns=None, evals=None, update_ms=None, sps=None, wall_s=5.0):
+    """One finished run; ``returns``/``evals`` are {step: value}; metric timestamps = start + step * 10 ms."""
+    run = client.create_run(exp_id, start_time=T0, tags=tags)
+    rid = run.info.run_id
+    metrics = []
+    for key, series in (("charts/episode_return", returns), ("eval/episode_return", evals)):
+        metrics += [Metric(key, float(v), T0 + 10 * s, s) for s, v in (series or {}).items()]
+    for key, values in (("curvature/update_ms", update_ms), ("charts/sps", sps)):
+        metrics += [Metric(key, float(v), T0 + 10 * i, 100 * i) for i, v in enumerate(values or [])]
+    client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)) for k, v in (params or {}).items()])
+    client.set_terminated(rid, "FINISHED", end_time=T0 + int(1000 * wall_s))
+    return rid
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One sqlite store for the module (creating one runs MLflow's migrations: seconds)."""
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(uri)
+
+    # Experiment "synth": group sm (tag algo) and group kfac (no algo tag: falls back to backend).
+    # Seed s of a group with slope a returns a*step/100 + s: mean a*step/100 + 1, std sqrt(2/3),
+    # AUC over [0, 300] = 1.5a + 1. Final eval e + 10 s (an earlier eval must be ignored).
+    synth = client.create_experiment("synth")
+    groups = {"sm": {"tags": {"algo": "sm", "backend": "sherman_morrison"}, "a": 2.0, "e": 50.0},
+              "kfac": {"tags": {"backend": "kfac"}, "a": -1.0, "e": -20.0}}  # fmt: skip
+    for g in groups.values():
+        for s in SEEDS:
+            make_run(
+                client, synth,
+                tags={**g["tags"], "env": "Pendulum-v1", "seed": str(s)},
+                params={"seed": s},
+                returns={st: g["a"] * st / 100 + s for st in STEPS},
+                evals={100: -999.0, 300: g["e"] + 10 * s},
+                update_ms=[1 + s, 2 + s, 3 + s],  # pooled over seeds: median 3
+                sps=[100 * (s + 1)] * 2,  # pooled: median 200
+                wall_s=5.0 + s,  # mean 6
+            )  # fmt: skip
+    # A sweep parent in the same experiment, with metrics that would spoil every statistic.
+    make_run(client, synth, tags={"ngac.role": "sweep_parent", "algo": "sm", "env": "Pendulum-v1"},
+             returns={0: 1e6, 300: 1e6}, evals={300: 1e6}, update_ms=[1e6], sps=[1e6])  # fmt: skip
+
+    # Experiment "damping": grouped by a param; two damping values x 2 seeds.
+    damping = client.create_experiment("damping")
+    for lam, base in ((1.0, 10.0), (0.1, 20.0)):
+        for s in (0, 1):
+            make_run(client, damping, tags={"backend": "sherman_morrison", "env": "Pendulum-v1"},
+                     params={"curvature.damping": lam, "curvature.mode": "batch_mean"},
+                     returns={0: base, 100: base}, evals={100: base + s})  # fmt: skip
+
+    # Sweep "sw1" spread over two experiments, plus its parent run; no episode finished in
+    # any of them (only eval/episode_return), so the curves come from eval/episode_return.
+    parent = None
+    for i, name in enumerate(("sweep_a", "sweep_b")):
+        exp = client.create_experiment(name)
+        make_run(client, exp, tags={"backend": "identity", "sweep": "sw1", "env": "CartPole-v1"},
+                 evals={0: 1.0 + i, 100: 3.0 + i})  # fmt: skip
+        if parent is None:
+            parent = make_run(client, exp, tags={"ngac.role": "sweep_parent", "sweep": "sw1"}, evals={0: 1e6})
+    client.create_experiment("empty")
+    return {"uri": uri, "client": client, "parent": parent}
+
+
+def rows_by_group(result):
+    return {r["group"]: r for r in result["rows"]}
+
+
+def test_groups_mean_std_auc_exact(store, tmp_path):
+    result = compare_runs(store["uri"], "synth", tmp_path / "out")
+    assert result["matched"] == "experiment"
+    assert result["n_runs"] == 6  # the parent run is skipped
+    rows = rows_by_group(result)
+    assert set(rows) == {"sm", "kfac"}  # kfac has no algo tag: grouped by backend
+    for name, a, e in (("sm", 2.0, 50.0), ("kfac", -1.0, -20.0)):
+        r = rows[name]
+        assert r["n"] == 3
+        assert r["final_return_mean"] == pytest.approx(e + 10)
+        assert r["final_return_std"] == pytest.approx(10 * STD_012)
+        assert r["auc"] == pytest.approx(1.5 * a + 1)
+        assert r["update_ms_median"] == pytest.approx(3.0)
+        assert r["sps_median"] == pytest.approx(200.0)
+        assert r["wall_time_s_mean"] == pytest.approx(6.0)
+        assert r["envs"] == "Pendulum-v1"
+
+
+def test_outputs_written(store, tmp_path):
+    out = tmp_path / "out"
+    result = compare_runs(store["uri"], "synth", out)
+    assert result["png"] == out / "learning_curves.png" and result["png"].stat().st_size > 10_000
+    from matplotlib.image import imread
+
+    img = imread(result["png"])
+    assert img.shape[1] > img.shape[0]  # two panels side by side
+    assert np.ptp(img[..., :3]) > 0.5  # not blank
+    md = result["markdown"].read_text()
+    assert "# ngac compare: synth" in md and "matched experiment name" in md and store["uri"] in md
+    assert "runs: 6 in 2 groups" in md and "Pendulum-v1" in md
+    assert "| sm | 3 | 60.00 ± 8.16 | 4.00 |" in md
+    with open(result["csv"]) as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["group"] for r in table] == ["kfac", "sm"]
+    assert float(table[1]["auc"]) == pytest.approx(4.0)
+
+
+def test_group_by_param(store, tmp_path):
+    result = compare_runs(store["uri"], "damping", tmp_path, group_by="param:curvature.damping")
+    assert [r["group"] for r in result["rows"]] == ["curvature.damping=0.1", "curvature.damping=1.0"]
+    rows = rows_by_group(result)
+    assert rows["curvature.damping=0.1"]["final_return_mean"] == pytest.approx(20.5)
+    assert rows["curvature.damping=1.0"]["final_return_std"] == pytest.approx(0.5)
+    assert rows["curvature.damping=1.0"]["auc"] == pytest.approx(10.0)
+    assert math.isnan(rows["curvature.damping=1.0"]["update_ms_median"])  # never logged
+    mode = compare_runs(store["uri"], "damping", tmp_path, group_by="param:curvature.mode")
+    assert [(r["group"], r["n"]) for r in mode["rows"]] == [("curvature.mode=batch_mean", 4)]
+    by_tag = compare_runs(store["uri"], "damping", tmp_path, group_by="env")
+    assert [(r["group"], r["n"]) for r in by_tag["rows"]] == [("Pendulum-v1", 4)]
+
+
+def test_sweep_selector_across_experiments_logs_to_parent(store, tmp_path):
+    client = store["client"]
+    result = compare_runs(store["uri"], "sw1", tmp_path, parent_run_id=store["parent"])
+    assert result["matched"] == "sweep" and result["n_runs"] == 2
+    (row,) = result["rows"]
+    assert row["group"] == "identity" and row["n"] == 2
+    assert row["final_return_mean"] == pytest.approx(3.5)
+    # eval/episode_return is the curve when no episode finished: mean 1.5 -> 3.5 over [0, 100]
+    assert row["auc"] == pytest.approx(2.5)
+    assert "matched sweep tag" in result["markdown"].read_text()
+    listed = {f.path for f in client.list_artifacts(store["parent"], "compare")}
+    assert listed == {"compare/learning_curves.png", "compare/summary.md", "compare/summary.csv"}
+
+
+def test_experiment_name_wins_over_sweep_and_empty_experiment_falls_through(store, tmp_path):
+    client = store["client"]
+    exp = client.create_experiment("sw_both")
+    make_run(client, exp, tags={"backend": "diagonal", "env": "X"}, evals={0: 1.0})
+    other = client.get_experiment_by_name("sweep_a").experiment_id
+    make_run(client, other, tags={"backend": "kfac", "sweep": "sw_both", "env": "X"}, evals={0: 2.0})
+    assert [r["group"] for r in compare_runs(store["uri"], "sw_both", tmp_path)["rows"]] == ["diagonal"]
+    make_run(client, other, tags={"backend": "cg", "sweep": "empty", "env": "X"}, evals={0: 2.0})
+    result = compare_runs(store["uri"], "empty", tmp_path)  # experiment "empty" has no runs
+    assert result["matched"] == "sweep" and [r["group"] for r in result["rows"]] == ["cg"]
+
+
+def test_no_match_lists_experiments_and_sweeps(store, tmp_path):
+    with pytest.raises(ValueError) as info:
+        compare_runs(store["uri"], "nope", tmp_path)
+    msg = str(info.value)
+    assert "\n" not in msg and "'nope'" in msg
+    assert "synth" in msg and "damping" in msg and "sw1" in msg
+    assert not (tmp_path / "summary.md").exists()
+
+
+def test_unreachable_and_missing_store_fail_fast(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="unreachable"):
+        compare_runs(f"http://127.0.0.1:{free_port()}", "synth", tmp_path)
+    assert time.monotonic() - t0 < 15
+    with pytest.raises(ValueError, match="no MLflow store"):
+        compare_runs(f"sqlite:///{tmp_path}/absent.db", "synth", tmp_path)
+    assert not (tmp_path / "absent.db").exists()  # probing must not create a store
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="no MLflow store"):
+        compare_runs(None, "synth", tmp_path)  # default sqlite:///mlflow.db, absent here
+
+
+def test_cli(store, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["synth", "--tracking-uri", store["uri"], "--group-by", "algo"]) == 0
+    out = capsys.readouterr().out
+    assert "| sm | 3 |" in out and "learning_curves.png" in out
+    assert (tmp_path / "compare" / "synth" / "summary.csv").exists()  # default --out compare/<selector>
+    assert main(["nope", "--tracking-uri", store["uri"]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ngac: error: no runs match 'nope'")
+    assert main(["--bogus"]) == 2
+    assert capsys.readouterr().err.startswith("ngac: error: ")
+
+
+def test_mean_std_curve_on_unequal_grids():
+    grid, mean, std = mean_std_curve([np.array([0.0, 10.0]), np.array([2.0, 5.0, 12.0])],
+                                     [np.array([0.0, 10.0]), np.array([2.0, 5.0, 12.0])])  # fmt: skip
+    # common range [2, 10]; the union of the runs' points inside it
+    assert grid.tolist() == [2.0, 5.0, 10.0]
+    assert mean.tolist() == pytest.approx([2.0, 5.0, 10.0]) and std.tolist() == pytest.approx([0, 0, 0])
+    assert area_under_curve(grid, mean) == pytest.approx(6.0)
+    # runs that do not overlap: each counts only inside its own range
+    grid, mean, _ = mean_std_curve([np.array([0.0, 1.0]), np.array([2.0, 3.0])],
+                                   [np.array([1.0, 1.0]), np.array([5.0, 5.0])])  # fmt: skip
+    assert grid.tolist() == [0, 1, 2, 3] and mean.tolist() == [1, 1, 5, 5]
+    assert area_under_curve(np.array([7.0]), np.array([3.0])) == 3.0
