@@ -10,40 +10,17 @@ mid-run only costs a warning: metrics are buffered and sent when it is back, and
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
+from ngac.mlflow_utils import DEFAULT_TRACKING_URI, resolve_tracking_uri
+from ngac.mlflow_utils import fail_fast as _fail_fast
 from ngac.validate import ConfigError
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-
-def resolve_tracking_uri(configured: str | None) -> str:
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-@contextmanager
-def _fail_fast(retries: int = 0, timeout: int = 5):
-    """MLflow retries each HTTP call for minutes by default; training must not wait on that."""
-    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
 
 def check_tracking_server(uri: str) -> None:
     """Raise a one-line ``ConfigError`` if the tracking store cannot be reached."""

@@ -307,6 +307,22 @@ def _full_reset_mask(tensordict: TensorDictBase | None) -> torch.Tensor | None:
     return None if bool(reset.all()) else reset
 
 
+@torch.no_grad()
+def _merge_moments(mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor, x: torch.Tensor) -> None:
+    """Fold the rows of ``x`` ([n, k]) into running (mean, var, count) in place (Chan et al.)."""
+    n = x.shape[0]
+    if n == 0:
+        return
+    b_var, b_mean = torch.var_mean(x.to(mean.dtype), 0, correction=0)
+    b_var, b_mean = b_var.reshape(mean.shape), b_mean.reshape(mean.shape)
+    tot = count + n
+    delta = b_mean - mean
+    m2 = var * count + b_var * n + delta.pow(2) * (count * n / tot)
+    mean.add_(delta * (n / tot))
+    var.copy_(m2 / tot)
+    count.copy_(tot)
+
+
 class ObsNorm(Transform):
     """Float32 cast and (optionally) running mean/var normalisation of ``"observation"``.
 
@@ -336,17 +352,7 @@ class ObsNorm(Transform):
     def _update(self, x: torch.Tensor) -> None:
         x = x.to(torch.float64).reshape(-1, x.shape[-1])
         x = x[torch.isfinite(x).all(dim=-1)]  # a non-finite observation must not poison the statistics
-        n = x.shape[0]
-        if n == 0:
-            return
-        b_var, b_mean = torch.var_mean(x, 0, correction=0)
-        tot = self.count + n
-        delta = b_mean - self.mean
-        new_mean = self.mean + delta * (n / tot)
-        m2 = self.var * self.count + b_var * n + delta.pow(2) * (self.count * n / tot)
-        self.mean.copy_(new_mean)
-        self.var.copy_(m2 / tot)
-        self.count.copy_(tot)
+        _merge_moments(self.mean, self.var, self.count, x)
 
     @torch.no_grad()
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
@@ -460,18 +466,7 @@ class RewardScale(Transform):
 
     @torch.no_grad()
     def _update(self, x: torch.Tensor) -> None:
-        x = x[torch.isfinite(x)]
-        n = x.numel()
-        if n == 0:
-            return
-        b_var, b_mean = torch.var_mean(x, correction=0)
-        tot = self.count + n
-        delta = b_mean - self.ret_mean
-        new_mean = self.ret_mean + delta * (n / tot)
-        m2 = self.ret_var * self.count + b_var * n + delta.pow(2) * (self.count * n / tot)
-        self.ret_mean.copy_(new_mean)
-        self.ret_var.copy_(m2 / tot)
-        self.count.copy_(tot)
+        _merge_moments(self.ret_mean, self.ret_var, self.count, x[torch.isfinite(x)].reshape(-1, 1))
 
     @torch.no_grad()
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:

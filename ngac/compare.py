@@ -27,7 +27,6 @@ import csv
 import math
 import os
 import sys
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +34,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
+
+from ngac.mlflow_utils import fail_fast as _fail_fast
+from ngac.mlflow_utils import resolve_tracking_uri
 
 RETURN_KEY = "charts/episode_return"
 EVAL_KEY = "eval/episode_return"
@@ -74,29 +76,8 @@ class RunData:
 
 
 # ------------------------------------------------------------------ connecting
-# These two mirror ngac.agents.tracking (resolve_tracking_uri, _fail_fast) without importing it:
-# that module pulls in Lightning, which would add seconds to every `ngac compare`.
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# ngac.mlflow_utils, not ngac.agents.tracking: that one pulls in Lightning (seconds per call).
 
-
-def resolve_tracking_uri(configured: str | None) -> str:
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-@contextmanager
-def _fail_fast():
-    """MLflow retries HTTP calls for minutes by default; the first probe should not."""
-    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 def _probe(uri: str) -> None:
     """One fast call; a one-line ``ValueError`` if the store cannot be reached."""
