@@ -41,15 +41,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 AGENTS: dict[str, type[ActorCritic]] = {"nac": ActorCritic, "ppo": PPO}
 
 
-def algo_label(cfg: DictConfig) -> str:
-    """What a comparison groups by: the backend, or the named algorithm it amounts to."""
-    if cfg.agent.name == "ppo":
-        return "ppo"
-    if cfg.curvature.name == "cg" and cfg.agent.step_rule == "line_search":
-        return "trpo"
-    return cfg.curvature.name
-
-
 class NonFiniteEnvironmentError(RuntimeError):
     pass
 
@@ -135,7 +126,7 @@ class Trainer:
     def _tags(self) -> dict[str, str]:
         cfg = self.cfg
         tags = {
-            "algo": algo_label(cfg),
+            "algo": str(cfg.logger.algo),
             "backend": cfg.curvature.name if cfg.agent.name != "ppo" else "ppo",
             "env": cfg.env.id,
             "seed": str(cfg.seed),

@@ -101,12 +101,14 @@ def test_kill9_then_resume_matches_uninterrupted_run_bitwise(tmp_path):
         assert want and got == want, key
 
 
-def test_sigterm_checkpoints_and_marks_killed(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_ctrl_c_checkpoint_and_mark_killed(tmp_path, sig):
     proc = _train(tmp_path, "term", wait=False)
     ckpt = tmp_path / "term" / "checkpoints" / "last.ckpt"
     _wait_for_checkpoint(proc, ckpt, 128)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, out[-2000:]
     client, runs = _run(tmp_path / "term.db")
     assert runs[0].info.status == "KILLED", out[-2000:]
     assert 128 <= _frames(ckpt) < 1280
