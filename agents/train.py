@@ -207,7 +207,6 @@ class Trainer:
         stream = CollectorStream(
             self.collector, self.model, cfg.trainer.total_frames, cfg.env.id, cfg.trainer.max_bad_batches
         )
-        self.stream = stream
         callbacks = [PeriodicWork(self)]
         if cfg.trainer.progress_bar:
             callbacks.append(FramesProgressBar(cfg.trainer.total_frames))
