@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import math
 import numbers
 from typing import Any, Mapping
 
@@ -41,7 +40,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from tensordict import TensorDictBase
-from torchrl.data import Composite, Unbounded
+from torchrl.data import Unbounded
 from torchrl.envs import EnvBase, GymWrapper, TransformedEnv
 from torchrl.envs.transforms import Transform
 

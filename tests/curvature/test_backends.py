@@ -10,7 +10,7 @@ from ngac.curvature.cg import conjugate_gradient, fisher_vector_product
 from ngac.curvature.hybrid import Hybrid
 from ngac.curvature.sherman_morrison import sherman_morrison_solve
 
-from .conftest import Problem, make_problem, new_data
+from .conftest import Problem, new_data
 from .test_scores import gaussian_analytic_fisher
 
 TOL = dict(rtol=1e-10, atol=1e-12)
@@ -27,7 +27,7 @@ def test_identity_is_the_gradient(problem: Problem) -> None:
 @pytest.mark.parametrize("lam", LAMBDAS)
 @pytest.mark.parametrize("fisher_vector", ["score", "advantage_weighted"])
 def test_sherman_morrison_batch_mean(problem: Problem, lam: float, fisher_vector: str) -> None:
-    S, A = problem.S, problem.adv
+    S, _A = problem.S, problem.adv
     v = S.mean(0) if fisher_vector == "score" else problem.g
     ref = problem.solve(torch.outer(v, v), lam)
     d = build_curvature("sherman_morrison", damping=lam, mode="batch_mean", fisher_vector=fisher_vector)

@@ -30,7 +30,7 @@ def test_backends_match_dense_reference(cfg: dict, lam: float) -> None:
     if cfg["categorical"]:
         cfg["act"] += 1  # at least two actions
     p = make_problem(**cfg)
-    S, A, B = p.S, p.adv, p.B
+    S, A, _B = p.S, p.adv, p.B
     torch.testing.assert_close(p.batch().scores.dense(), S, rtol=1e-10, atol=1e-12)
     tol = dict(rtol=1e-8, atol=1e-10 * (1.0 + float(p.g.abs().max()) / lam))
 

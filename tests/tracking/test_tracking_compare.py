@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tracking_utils import free_port
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 
 from ngac.compare import area_under_curve, compare_runs, main, mean_std_curve
 

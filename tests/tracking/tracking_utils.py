@@ -17,7 +17,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 
 HEALTH_TIMEOUT_S = 90
 BIN = Path(sys.executable).parent
