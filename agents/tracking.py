@@ -10,6 +10,8 @@ mid-run only costs a warning: metrics are buffered and sent when it is back, and
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,11 +24,30 @@ from ngac.mlflow_utils import DEFAULT_TRACKING_URI, resolve_tracking_uri
 from ngac.mlflow_utils import fail_fast as _fail_fast
 from ngac.validate import ConfigError
 
+@contextmanager
+def _sqlite_init_lock(uri: str):
+    """Serialise the first touch of a local sqlite store: two runs started at once in a fresh folder
+    would otherwise race through MLflow's schema migrations and one of them fail."""
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        yield
+        return
+    import fcntl
+
+    lock = Path(uri[len("sqlite:///") :] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def check_tracking_server(uri: str) -> None:
     """Raise a one-line ``ConfigError`` if the tracking store cannot be reached."""
     from mlflow import MlflowClient
 
-    with _fail_fast():
+    with _fail_fast(), _sqlite_init_lock(uri):
         try:
             MlflowClient(uri).search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - any failure here means "unreachable"
@@ -49,24 +70,47 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class ResilientMLFlowLogger(MLFlowLogger):
-    """Lightning's MLflow logger that buffers metrics instead of crashing when the server drops."""
+    """Lightning's MLflow logger, batched and buffered.
 
-    def __init__(self, *args: Any, buffer_path: Path | None = None, **kwargs: Any) -> None:
+    Rows are stamped when they are logged and sent together at most every ``flush_every_s``
+    seconds, in one ``log_batch`` request (a sqlite write per update cost about 12 ms, 5% of an
+    update). When the server is unreachable the rows stay buffered, a warning is shown once, and
+    training continues; :meth:`flush_to_disk` keeps what never got through.
+    """
+
+    MAX_BATCH = 1000  # metrics per log_batch request (MLflow's limit)
+
+    def __init__(self, *args: Any, buffer_path: Path | None = None, flush_every_s: float = 2.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pending: list[tuple[dict[str, float], int | None]] = []
+        self._pending: list[tuple[dict[str, float], int | None, int]] = []  # (metrics, step, timestamp ms)
         self._buffer_path = buffer_path
+        self._flush_every_s = flush_every_s
+        self._last_flush = time.monotonic()
         self._warned = False
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if metrics:
-            self._pending.append((dict(metrics), step))
+            self._pending.append(({k: float(v) for k, v in metrics.items()}, step, int(time.time() * 1000)))
+        if time.monotonic() - self._last_flush >= self._flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every buffered row now; on failure keep them and warn once."""
+        from mlflow.entities import Metric
+
+        self._last_flush = time.monotonic()
         try:
-            # No HTTP retries: the buffered rows are the retry, at the next update.
+            # No HTTP retries: the buffered rows are the retry, at the next flush.
             with _fail_fast():
                 while self._pending:
-                    m, s = self._pending[0]
-                    super().log_metrics(m, s)
-                    self._pending.pop(0)
+                    rows, metrics = 0, []
+                    for m, step, ts in self._pending:
+                        if metrics and len(metrics) + len(m) > self.MAX_BATCH:
+                            break
+                        metrics += [Metric(k, v, ts, step or 0) for k, v in m.items()]
+                        rows += 1
+                    self.experiment.log_batch(self.run_id, metrics=metrics)
+                    del self._pending[:rows]
             self._warned = False
         except Exception as exc:  # noqa: BLE001
             if not self._warned:
@@ -81,8 +125,8 @@ class ResilientMLFlowLogger(MLFlowLogger):
     def flush_to_disk(self) -> None:
         if self._pending and self._buffer_path is not None:
             with open(self._buffer_path, "a") as fh:
-                for m, s in self._pending:
-                    fh.write(json.dumps({"step": s, "metrics": m}) + "\n")
+                for m, step, ts in self._pending:
+                    fh.write(json.dumps({"step": step, "timestamp": ts, "metrics": m}) + "\n")
             warnings.warn(f"{len(self._pending)} metric rows could not reach MLflow; kept in {self._buffer_path}")
             self._pending.clear()
 
@@ -133,7 +177,7 @@ class RunLogger:
 
     def finish(self, status: str) -> None:
         """``status`` is FINISHED, KILLED or FAILED; no run is left RUNNING if MLflow is up."""
-        self.lightning_logger.log_metrics({}, step=None)  # one last try at what is buffered
+        self.lightning_logger.flush()  # one last try at what is buffered
         self.lightning_logger.flush_to_disk()
         try:
             with _fail_fast():

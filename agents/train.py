@@ -182,6 +182,9 @@ class Trainer:
         set_rng_state(ckpt["rng"])
 
     def checkpoint(self, name: str = "last.ckpt") -> Path:
+        # Metrics up to here reach MLflow first: a resume continues after this point and would not
+        # log them again.
+        self.run_logger.lightning_logger.flush()
         opt = self.lightning.optimizers[0] if getattr(self, "lightning", None) and self.lightning.optimizers else None
         payload = {
             "task": self.cfg.env.id,
