@@ -30,6 +30,28 @@ def sweep_name(config: DictConfig) -> str:
     return "sweep-" + "_".join(parts)
 
 
+GROUP_TAGS = {"algo": "algo", "curvature": "backend", "agent": "agent"}
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a sweep ranges over: the sweeper's params and comma-separated overrides."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = [str(k) for k in (config.hydra.sweeper.get("params") or {})]
+    for ov in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
+        if ov.is_sweep_override():
+            keys.append(ov.get_key_element().lstrip("+~"))
+    return list(dict.fromkeys(keys))
+
+
+def group_key(config: DictConfig) -> str:
+    """What the end-of-sweep comparison groups by: the first swept key other than seed and env."""
+    for key in swept_keys(config):
+        if key not in ("seed", "env"):
+            return GROUP_TAGS.get(key, f"param:{key}")
+    return "algo"
+
+
 class SweepParentRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow import MlflowClient
@@ -68,7 +90,9 @@ class SweepParentRun(Callback):
         try:
             from ngac.compare import compare_runs
 
-            result = compare_runs(self.uri, self.name, self.out_dir, parent_run_id=self.run_id)
+            result = compare_runs(
+                self.uri, self.name, self.out_dir, group_by=group_key(config), parent_run_id=self.run_id
+            )
             print(f"sweep {self.name}: comparison in {self.out_dir} and in the parent run's artifacts")
             del result
         except Exception as exc:  # noqa: BLE001 - a failed comparison must not fail the sweep
