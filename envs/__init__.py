@@ -33,9 +33,11 @@ from __future__ import annotations
 import copy
 import difflib
 import numbers
+import warnings
 from typing import Any, Mapping
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
@@ -59,6 +61,15 @@ __all__ = [
     "load_env_state",
     "load_normalization",
 ]
+
+def _mujoco_warning(message: str) -> None:
+    # MuJoCo prints its warnings to stdout and appends them to MUJOCO_LOG.TXT in the working
+    # directory, once per model load (32 identical lines for 32 environments). Python's warning
+    # machinery shows each distinct message once instead, and writes no file.
+    warnings.warn(f"MuJoCo: {message.strip()}", RuntimeWarning, stacklevel=2)
+
+
+mujoco.set_mju_user_warning(_mujoco_warning)
 
 #: config-group name -> gymnasium id
 TASKS: dict[str, str] = {
