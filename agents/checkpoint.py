@@ -50,7 +50,24 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def check_compatible(ckpt: dict[str, Any], task: str, backend: str, path: str | Path) -> None:
+# Settings a run cannot change when it resumes: the networks, the environments' shape and
+# normalisation, the algorithm.
+MUST_MATCH = (
+    "agent.name",
+    "agent.hidden_sizes",
+    "agent.activation",
+    "agent.critic.hidden_sizes",
+    "env.num_envs",
+    "env.normalize_obs",
+    "env.scale_reward",
+)
+
+
+def check_compatible(ckpt: dict[str, Any], cfg: Any, path: str | Path) -> None:
+    """Raise a one-line ``CheckpointError`` if ``cfg`` cannot continue ``ckpt``."""
+    from omegaconf import OmegaConf
+
+    task, backend = cfg.env.id, cfg.curvature.name
     if ckpt["task"] != task:
         raise CheckpointError(
             f"resume={str(path)!r} is a checkpoint of task {ckpt['task']!r}, not env.id={task!r}; "
@@ -61,3 +78,14 @@ def check_compatible(ckpt: dict[str, Any], task: str, backend: str, path: str | 
             f"resume={str(path)!r} is a checkpoint of curvature {ckpt['backend']!r}, not {backend!r}; "
             f"resume with the checkpoint's curvature"
         )
+    saved = OmegaConf.create(ckpt["config"])
+    for key in MUST_MATCH:
+        was, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
+        if OmegaConf.is_config(was):
+            was = OmegaConf.to_container(was)
+        if OmegaConf.is_config(now):
+            now = OmegaConf.to_container(now)
+        if was != now:
+            raise CheckpointError(
+                f"resume={str(path)!r} was trained with {key}={was!r}, not {now!r}; resume with {key}={was!r}"
+            )

@@ -108,7 +108,7 @@ class Trainer:
         self.ckpt: dict[str, Any] | None = None
         if cfg.resume:
             self.ckpt = load_checkpoint(cfg.resume)
-            check_compatible(self.ckpt, cfg.env.id, cfg.curvature.name, cfg.resume)
+            check_compatible(self.ckpt, cfg, cfg.resume)
             self.out_dir = Path(cfg.resume).resolve().parent.parent
         else:
             self.out_dir = Path(cfg.out_dir)

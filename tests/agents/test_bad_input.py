@@ -89,6 +89,10 @@ def test_truncated_real_checkpoint(tmp_path, cfg_factory):
         train_mod.Trainer(cfg_factory("env=cartpole", f"resume={good}"))
     with pytest.raises(CheckpointError, match="curvature 'sherman_morrison'.*'kfac'"):
         train_mod.Trainer(cfg_factory("env=pendulum", "curvature=kfac", f"resume={good}"))
+    with pytest.raises(CheckpointError, match="env.num_envs=2, not 4; resume with env.num_envs=2"):
+        train_mod.Trainer(cfg_factory("env=pendulum", "env.num_envs=4", f"resume={good}"))
+    with pytest.raises(CheckpointError, match=r"agent.hidden_sizes=\[64, 64\], not \[32\]"):
+        train_mod.Trainer(cfg_factory("env=pendulum", "agent.hidden_sizes=[32]", f"resume={good}"))
 
 
 def test_not_a_checkpoint(tmp_path, cfg_factory, no_env):
