@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -13,8 +14,10 @@ TINY = ["env=pendulum", "env.num_envs=2", "agent.frames_per_batch=32", "trainer.
 
 
 def test_simultaneous_runs_in_a_fresh_folder(tmp_path):
+    # The default store, not whatever another test (or mlflow.set_tracking_uri) left in the environment.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "NGAC_"))}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "ngac.cli", "train", *TINY, f"seed={i}"], cwd=tmp_path,
+        subprocess.Popen([sys.executable, "-m", "ngac.cli", "train", *TINY, f"seed={i}"], cwd=tmp_path, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for i in range(2)
     ]
