@@ -73,7 +73,8 @@ class Direction:
     damping: float
     norm: float
     dFd: float
-    """``d^T F d`` under the empirical Fisher of the batch (used by the trust-region step rule)."""
+    """``d^T F d`` under the Fisher the backend solved with (the empirical Fisher of the batch unless
+    the backend reports another, as CG on the KL Hessian does); used by the trust-region step rule."""
     ms: float
     finite: bool
     extras: dict[str, float] = field(default_factory=dict)
@@ -111,7 +112,10 @@ class Curvature(ABC):
         with torch.no_grad():
             vec, extras = self.solve(batch, lam)
             finite = bool(torch.isfinite(vec).all())
-            dFd = float(batch.scores.quadratic(vec)) if finite else float("nan")
+            # A backend that solved with another Fisher (CG on the KL Hessian) reports its own d^T F d.
+            dFd = extras.pop("dFd", None)
+            if dFd is None:
+                dFd = float(batch.scores.quadratic(vec)) if finite else float("nan")
             norm = float(vec.norm())
         if vec.is_cuda:
             torch.cuda.synchronize(vec.device)

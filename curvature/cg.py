@@ -104,7 +104,11 @@ def cg_solve(
     r"""CG on :math:`(F + \lambda I) x = g` for ``batch``; returns ``(x, diagnostics)``."""
     fvp = fisher_vector_product(batch, fisher)
     x, used, res = conjugate_gradient(lambda v: fvp(v) + damping * v, batch.grad, iters, tol)
-    return x, {"cg_iters": float(used), "cg_residual": res}
+    extras = {"cg_iters": float(used), "cg_residual": res}
+    if fisher == "kl_hessian":
+        # The trust-region step must measure x with the Fisher it was solved with (TRPO's x^T H x).
+        extras["dFd"] = float(torch.dot(x, fvp(x)))
+    return x, extras
 
 
 @register("cg")

@@ -225,3 +225,38 @@ def test_inplace_activation_after_linear_is_refused():
     x = torch.randn(5, 3)
     with pytest.raises(ValueError, match="in place"):
         Scores.capture(net, lambda: torch.log_softmax(net(x), -1)[:, 0])
+
+
+def test_cg_on_the_kl_hessian_reports_dFd_under_that_fisher():
+    """TRPO's step size needs x^T H x with the KL Hessian, not the empirical Fisher."""
+    import torch
+    from torch import nn
+
+    from ngac.curvature import BroadcastParameter, PolicyBatch, build_curvature
+
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.float64)
+    try:
+        net, log_std = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)), BroadcastParameter(2, -0.2)
+        policy = nn.ModuleDict({"net": net, "log_std": log_std})
+        obs, act, adv = torch.randn(40, 3), torch.randn(40, 2), torch.randn(40)
+        with torch.no_grad():
+            mu0, ls0 = net(obs), log_std(net(obs))
+        old = torch.distributions.Independent(torch.distributions.Normal(mu0, ls0.exp()), 1)
+
+        def dist():
+            mu = net(obs)
+            return torch.distributions.Independent(torch.distributions.Normal(mu, log_std(mu).exp()), 1)
+
+        batch = PolicyBatch(policy, lambda: dist().log_prob(act), adv,
+                            kl_fn=lambda: torch.distributions.kl_divergence(old, dist()).mean())
+        d = build_curvature("cg", damping=0.1, iters=50, fisher="kl_hessian").direction(batch)
+        params = list(policy.parameters())
+        grad = torch.autograd.grad(torch.distributions.kl_divergence(old, dist()).mean(), params, create_graph=True)
+        flat = torch.cat([g.reshape(-1) for g in grad])
+        hv = torch.autograd.grad(flat @ d.vector, params)
+        expected = float(d.vector @ torch.cat([h.reshape(-1) for h in hv]))
+        assert abs(d.dFd - expected) <= 1e-10 * max(1.0, abs(expected))
+        assert abs(d.dFd - float(batch.scores.quadratic(d.vector))) > 1e-6  # not the empirical one
+    finally:
+        torch.set_default_dtype(torch.float32)
