@@ -138,11 +138,10 @@ class ResilientMLFlowLogger(MLFlowLogger):
 class RunLogger:
     """One MLflow run: created (or re-opened for a resume) before any environment starts."""
 
-    def __init__(self, cfg: DictConfig, *, run_id: str | None, tags: dict[str, str]) -> None:
+    def __init__(self, cfg: DictConfig, *, run_id: str | None, tags: dict[str, str], out_dir: Path) -> None:
         self.tracking_uri = resolve_tracking_uri(cfg.logger.tracking_uri)
         check_tracking_server(self.tracking_uri)
         run_name = cfg.logger.run_name or f"{cfg.curvature.name}-{cfg.env.id}-s{cfg.seed}"
-        out_dir = Path(cfg.resume).resolve().parent.parent if cfg.resume else Path(cfg.out_dir)
         self.lightning_logger = ResilientMLFlowLogger(
             experiment_name=cfg.logger.experiment_name,
             run_name=run_name,

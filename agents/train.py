@@ -121,7 +121,8 @@ class Trainer:
         except OSError as exc:
             raise ConfigError(f"out_dir={str(self.out_dir)!r} cannot be written ({exc.strerror}); choose a writable folder") from None
         run_id = self.ckpt["mlflow_run_id"] if self.ckpt else None
-        self.run_logger = RunLogger(cfg, run_id=run_id, tags=self._tags())  # checks the server is reachable
+        # Checks the server is reachable; unsent metrics end up in out_dir.
+        self.run_logger = RunLogger(cfg, run_id=run_id, tags=self._tags(), out_dir=self.out_dir)
 
     def _tags(self) -> dict[str, str]:
         cfg = self.cfg

@@ -9,20 +9,9 @@ import subprocess
 import time
 
 import pytest
-from tracking_utils import clean_env, free_port, ngac_command, rest, search_runs, start_server
+from tracking_utils import TINY_RUN, clean_env, free_port, ngac_command, rest, search_runs, start_server
 
-TINY = [
-    "env=pendulum",
-    "curvature=identity",
-    "env.num_envs=2",
-    "agent.frames_per_batch=32",
-    "trainer.eval_episodes=1",
-    "trainer.eval_every_frames=1000000",
-    "trainer.progress_bar=false",
-    "agent.critic.minibatch_size=16",
-    "agent.critic.epochs=1",
-    "env.max_episode_steps=20",
-]
+TINY = [*TINY_RUN, "curvature=identity"]
 # After the server dies, the rest of the run must not wait on MLflow's HTTP retries (by default
 # 7 retries with exponential backoff: minutes per call).
 FINISH_AFTER_KILL_S = 60

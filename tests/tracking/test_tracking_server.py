@@ -16,23 +16,10 @@ import zlib
 from pathlib import Path
 
 import pytest
-from tracking_utils import clean_env, metric_history, ngac_command, params_of, rest, search_runs, tags_of
+from tracking_utils import TINY_RUN, clean_env, metric_history, ngac_command, params_of, rest, search_runs, tags_of
 
 EXPERIMENT = "ngac"  # logger.experiment_name's default
-SWEEP = [
-    "env=pendulum",
-    "curvature=identity,sherman_morrison",
-    "seed=0,1",
-    "env.num_envs=2",
-    "agent.frames_per_batch=32",
-    "trainer.total_frames=64",
-    "trainer.eval_episodes=1",
-    "trainer.eval_every_frames=1000000",
-    "trainer.progress_bar=false",
-    "agent.critic.minibatch_size=16",
-    "agent.critic.epochs=1",
-    "env.max_episode_steps=20",
-]
+SWEEP = [*TINY_RUN, "curvature=identity,sherman_morrison", "seed=0,1", "trainer.total_frames=64"]
 SWEEP_TIMEOUT_S = 300
 
 

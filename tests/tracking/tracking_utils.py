@@ -19,6 +19,18 @@ from pathlib import Path
 
 
 HEALTH_TIMEOUT_S = 90
+# Overrides for a tiny `ngac train` run (pendulum, 2 envs, 32-frame updates), shared by the tests.
+TINY_RUN = [
+    "env=pendulum",
+    "env.num_envs=2",
+    "agent.frames_per_batch=32",
+    "trainer.eval_episodes=1",
+    "trainer.eval_every_frames=1000000",
+    "trainer.progress_bar=false",
+    "agent.critic.minibatch_size=16",
+    "agent.critic.epochs=1",
+    "env.max_episode_steps=20",
+]
 BIN = Path(sys.executable).parent
 
 
