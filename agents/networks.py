@@ -3,6 +3,8 @@
 Keys: the actor reads ``"observation"`` and writes ``"action"`` plus its log-prob key
 (``actor.log_prob_key``, ``"action_log_prob"``) and the distribution parameters (``"loc"``,
 ``"scale"`` or ``"logits"``); the critic reads ``"observation"`` and writes ``"state_value"``.
+The collector acts through :class:`RolloutPolicy`, the same actor's sampling path without the
+distribution objects, which writes only ``"action"`` and the log-prob key.
 
 Continuous actions use a diagonal Gaussian with a state-independent log-std, *clipped by the
 environment* rather than tanh-squashed: the stored action is the Gaussian sample, so
@@ -12,12 +14,15 @@ which biases both), and this matches SB3 and CleanRL.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
-from tensordict.nn import InteractionType, TensorDictModule
+from tensordict import TensorDictBase
+from tensordict.nn import InteractionType, TensorDictModule, TensorDictModuleBase
 from torch import Tensor, nn
 from torch.distributions import Categorical
+from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.modules import IndependentNormal, ProbabilisticActor
 
 from ngac.curvature import BroadcastParameter
@@ -93,6 +98,57 @@ def make_actor(
         return_log_prob=True,
         default_interaction_type=InteractionType.RANDOM,
     )
+
+
+class RolloutPolicy(TensorDictModuleBase):
+    r"""The actor's sampling path for the collector: same head, same parameters, no distribution object.
+
+    Reads ``"observation"``, writes ``"action"`` and the actor's log-prob key, exactly as the
+    :class:`~torchrl.modules.ProbabilisticActor` from :func:`make_actor` does in RANDOM mode, but
+    with a handful of tensor ops: building a TorchRL distribution and running the probabilistic
+    tensordict machinery costs about 1 ms per environment step, a third of a raw vector step.
+
+    Gaussian: :math:`a = \mu(o) + \sigma \epsilon`, :math:`\epsilon \sim N(0, I)`,
+    :math:`\log\pi(a|o) = \sum_i -\epsilon_i^2/2 - \log\sigma_i - \log(2\pi)/2`.
+    Categorical: :math:`a \sim \mathrm{softmax}(\ell(o))`, :math:`\log\pi(a|o) = \mathrm{log\_softmax}(\ell(o))_a`.
+    Under a deterministic exploration type it returns the mean (mode) action.
+    """
+
+    def __init__(self, actor: ProbabilisticActor) -> None:
+        super().__init__()
+        self.head = actor.module[0].module
+        if not isinstance(self.head, (GaussianHead, CategoricalHead)):
+            raise TypeError(f"RolloutPolicy needs an actor from make_actor, got a {type(self.head).__name__} head")
+        self.log_prob_key = actor.log_prob_keys[0]
+        self.in_keys = ["observation"]
+        self.out_keys = ["action", self.log_prob_key]
+
+    @torch.no_grad()
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        obs = tensordict.get("observation")
+        sample = exploration_type() in (None, ExplorationType.RANDOM)
+        head = self.head
+        if isinstance(head, GaussianHead):
+            loc = head.mean(obs)
+            log_std = head.log_std.param.clamp(-20.0, 2.0)
+            if sample:
+                eps = torch.randn_like(loc)
+                action = torch.addcmul(loc, log_std.exp(), eps)
+                log_prob = (eps.square().sum(-1) * -0.5) - (log_std.sum() + 0.5 * math.log(2 * math.pi) * loc.shape[-1])
+            else:
+                action = loc
+                log_prob = (-log_std.sum() - 0.5 * math.log(2 * math.pi) * loc.shape[-1]).expand(loc.shape[:-1])
+        else:
+            log_p = head(obs).log_softmax(-1)
+            if sample:
+                flat = log_p.reshape(-1, log_p.shape[-1]).exp()
+                action = torch.multinomial(flat, 1).reshape(log_p.shape[:-1])
+            else:
+                action = log_p.argmax(-1)
+            log_prob = log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        tensordict.set("action", action)
+        tensordict.set(self.log_prob_key, log_prob)
+        return tensordict
 
 
 def make_critic(obs_dim: int, hidden: Sequence[int], activation: str) -> TensorDictModule:

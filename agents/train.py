@@ -35,6 +35,7 @@ from .actor_critic import ActorCritic
 from .ppo import PPO
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .evaluate import evaluate
+from .networks import RolloutPolicy
 from .tracking import RunLogger
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -165,7 +166,7 @@ class Trainer:
         self.collect_actor = self.model.actor if on_cpu else copy.deepcopy(self.model.actor).cpu()
         self.collector = Collector(
             self.env,
-            self.collect_actor,
+            RolloutPolicy(self.collect_actor),  # the actor's sampling path, minus the distribution objects
             frames_per_batch=cfg.agent.frames_per_batch,
             total_frames=-1,
             device="cpu",

@@ -317,20 +317,28 @@ def _full_reset_mask(tensordict: TensorDictBase | None) -> torch.Tensor | None:
     return None if bool(reset.all()) else reset
 
 
-@torch.no_grad()
-def _merge_moments(mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor, x: torch.Tensor) -> None:
-    """Fold the rows of ``x`` ([n, k]) into running (mean, var, count) in place (Chan et al.)."""
+def _merge_moments(mean: np.ndarray, var: np.ndarray, count: np.ndarray, x: np.ndarray) -> None:
+    """Fold the rows of ``x`` ([n, k]) into running (mean, var, count) in place (Chan et al.).
+
+    The statistics are numpy views of the transforms' float64 torch buffers: these run once per
+    environment step on a few dozen numbers, where numpy's per-call cost is a fraction of torch's.
+    """
     n = x.shape[0]
     if n == 0:
         return
-    b_var, b_mean = torch.var_mean(x.to(mean.dtype), 0, correction=0)
-    b_var, b_mean = b_var.reshape(mean.shape), b_mean.reshape(mean.shape)
+    b_mean = x.mean(0).reshape(mean.shape)
+    b_var = x.var(0).reshape(mean.shape)
     tot = count + n
     delta = b_mean - mean
-    m2 = var * count + b_var * n + delta.pow(2) * (count * n / tot)
-    mean.add_(delta * (n / tot))
-    var.copy_(m2 / tot)
-    count.copy_(tot)
+    m2 = var * count + b_var * n + np.square(delta) * (count * n / tot)
+    mean += delta * (n / tot)
+    var[...] = m2 / tot
+    count[...] = tot
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A float64 numpy view (or copy) of a CPU tensor."""
+    return t.detach().cpu().numpy().astype(np.float64, copy=False)
 
 
 class ObsNorm(Transform):
@@ -358,41 +366,39 @@ class ObsNorm(Transform):
         self.frozen = False
         return self
 
-    @torch.no_grad()
-    def _update(self, x: torch.Tensor) -> None:
-        x = x.to(torch.float64).reshape(-1, x.shape[-1])
-        x = x[torch.isfinite(x).all(dim=-1)]  # a non-finite observation must not poison the statistics
-        _merge_moments(self.mean, self.var, self.count, x)
+    def _update(self, x: np.ndarray) -> None:
+        x = x.reshape(-1, x.shape[-1])
+        finite = np.isfinite(x).all(-1)
+        if not finite.all():  # a non-finite observation must not poison the statistics
+            x = x[finite]
+        _merge_moments(self.mean.numpy(), self.var.numpy(), self.count.numpy(), x)
 
-    @torch.no_grad()
-    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+    def _norm(self, x: np.ndarray) -> torch.Tensor:
         if not self.normalize:
-            return x.to(torch.float32)
-        y = (x.to(torch.float64) - self.mean) / torch.sqrt(self.var + _EPS)
+            return torch.from_numpy(x.astype(np.float32))
+        y = (x - self.mean.numpy()) / np.sqrt(self.var.numpy() + _EPS)
         if self.clip is not None:
-            y = y.clamp(-self.clip, self.clip)
+            y = np.clip(y, -self.clip, self.clip, out=y)
             # Clipping would turn an infinite observation into a plausible one: keep it visible.
-            y = torch.where(torch.isfinite(x), y, torch.full_like(y, float("nan")))
-        return y.to(torch.float32)
+            bad = ~np.isfinite(x)
+            if bad.any():
+                y[bad] = np.nan
+        return torch.from_numpy(y.astype(np.float32))
+
+    def _transform(self, td: TensorDictBase, update: bool) -> TensorDictBase:
+        obs = td.get("observation")
+        x = _np(obs)
+        if update and self.normalize and not self.frozen:
+            self._update(x)
+        td.set("observation", self._norm(x).to(obs.device))
+        return td
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
-        obs = next_tensordict.get("observation")
-        if self.normalize and not self.frozen:
-            self._update(obs)
-        next_tensordict.set("observation", self._norm(obs))
-        return next_tensordict
+        return self._transform(next_tensordict, update=True)
 
     def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
-        obs = tensordict_reset.get("observation")
-        if (
-            self.normalize
-            and not self.frozen
-            and _full_reset_mask(tensordict) is None
-            and not _resumed(self)
-        ):
-            self._update(obs)
-        tensordict_reset.set("observation", self._norm(obs))
-        return tensordict_reset
+        update = _full_reset_mask(tensordict) is None and not _resumed(self)
+        return self._transform(tensordict_reset, update=update)
 
     def transform_observation_spec(self, observation_spec):
         spec = observation_spec["observation"]
@@ -415,16 +421,16 @@ class EpisodeStats(Transform):
         self.register_buffer("ret", torch.zeros(num_envs, dtype=torch.float64))
         self.register_buffer("length", torch.zeros(num_envs, dtype=torch.int64))
 
-    @torch.no_grad()
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
-        r = next_tensordict.get("reward").reshape(-1)
-        done = next_tensordict.get("done").reshape(-1)
-        self.ret.add_(r.to(torch.float64))
-        self.length.add_(1)
-        next_tensordict.set("episode_return", self.ret.to(torch.float32).unsqueeze(-1))
-        next_tensordict.set("episode_length", self.length.clone().unsqueeze(-1))
-        self.ret.masked_fill_(done, 0.0)
-        self.length.masked_fill_(done, 0)
+        r = _np(next_tensordict.get("reward")).reshape(-1)
+        done = next_tensordict.get("done").reshape(-1).numpy()
+        ret, length = self.ret.numpy(), self.length.numpy()
+        ret += r
+        length += 1
+        next_tensordict.set("episode_return", torch.from_numpy(ret.astype(np.float32)).unsqueeze(-1))
+        next_tensordict.set("episode_length", torch.from_numpy(length.copy()).unsqueeze(-1))
+        ret[done] = 0.0
+        length[done] = 0
         return next_tensordict
 
     @torch.no_grad()
@@ -474,22 +480,21 @@ class RewardScale(Transform):
         self.frozen = False
         return self
 
-    @torch.no_grad()
-    def _update(self, x: torch.Tensor) -> None:
-        _merge_moments(self.ret_mean, self.ret_var, self.count, x[torch.isfinite(x)].reshape(-1, 1))
-
-    @torch.no_grad()
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
         reward = next_tensordict.get("reward")
-        r = reward.reshape(-1).to(torch.float64)
-        done = next_tensordict.get("done").reshape(-1)
+        r = _np(reward).reshape(-1)
+        done = next_tensordict.get("done").reshape(-1).numpy()
+        ret = self.ret.numpy()
         # A non-finite reward passes through (the trainer rejects the batch) but stays out of G.
-        self.ret.mul_(self.gamma).add_(torch.where(torch.isfinite(r), r, torch.zeros_like(r)))
+        finite = np.isfinite(r)
+        ret *= self.gamma
+        ret += r if finite.all() else np.where(finite, r, 0.0)
         if not self.frozen:
-            self._update(self.ret)
-        scaled = (r / torch.sqrt(self.ret_var + _EPS)).clamp(-self.clip, self.clip)
-        next_tensordict.set("reward", scaled.to(torch.float32).reshape(reward.shape))
-        self.ret.masked_fill_(done, 0.0)
+            g = ret[np.isfinite(ret)].reshape(-1, 1)
+            _merge_moments(self.ret_mean.numpy(), self.ret_var.numpy(), self.count.numpy(), g)
+        scaled = np.clip(r / np.sqrt(self.ret_var.numpy() + _EPS), -self.clip, self.clip)
+        next_tensordict.set("reward", torch.from_numpy(scaled.astype(np.float32)).reshape(reward.shape))
+        ret[done] = 0.0
         return next_tensordict
 
     def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
