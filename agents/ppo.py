@@ -32,7 +32,7 @@ class PPO(ActorCritic):
         self.loss.set_keys(sample_log_prob=self.actor.log_prob_keys[0])
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.loss.parameters(), lr=self.cfg["ppo_lr"], eps=1e-5)
+        return torch.optim.Adam(self.loss.parameters(), lr=self.cfg["ppo_lr"], eps=1e-5, fused=True)
 
     def update(
         self, flat: TensorDictBase, obs_td: TensorDictBase, action: Tensor, adv: Tensor, target: Tensor

@@ -171,6 +171,7 @@ class Trainer:
             total_frames=-1,
             device="cpu",
             auto_register_policy_transforms=False,
+            track_traj_ids=False,  # GAE reads done flags; per-step trajectory ids cost ~0.1 ms a step for nothing
         )
         if self.ckpt is not None:
             self._restore(self.ckpt)
