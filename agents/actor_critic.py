@@ -76,7 +76,9 @@ class ActorCritic(L.LightningModule):
     def training_step(self, dataloader_iter) -> None:
         # Taking the iterator (not a batch) stops Lightning from prefetching: the next batch
         # must be collected by the policy *after* this update, or the data goes off-policy.
+        tic = time.perf_counter()
         batch, _, _ = next(dataloader_iter)
+        collected = time.perf_counter()
         batch = batch.to(self.device)
         frames = batch.numel()
         metrics: dict[str, float] = {}
@@ -97,9 +99,14 @@ class ActorCritic(L.LightningModule):
         adv = flat["advantage"].squeeze(-1)
         if self.cfg["normalize_advantages"]:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        advantaged = time.perf_counter()
 
         # 2-3. critic, then actor
         metrics.update(self.update(flat, obs_td, action, adv, target))
+        # Where the wall-clock of this batch went (the environment's share is perf/collect_ms).
+        metrics["perf/collect_ms"] = (collected - tic) * 1e3
+        metrics["perf/gae_ms"] = (advantaged - collected) * 1e3
+        metrics["perf/update_ms"] = (time.perf_counter() - advantaged) * 1e3
 
         # 4. bookkeeping
         self.frames += frames
@@ -123,6 +130,7 @@ class ActorCritic(L.LightningModule):
         return metrics
 
     def _update_critic(self, obs_td: TensorDictBase, target: Tensor) -> dict[str, float]:
+        start = time.perf_counter()
         opt = self.optimizers()
         ccfg = self.cfg["critic"]
         size = target.shape[0]
@@ -145,6 +153,7 @@ class ActorCritic(L.LightningModule):
         return {
             "losses/value_loss": sum(losses) / len(losses) if losses else float("nan"),
             "losses/explained_variance": explained_variance(pred, target),
+            "perf/critic_ms": (time.perf_counter() - start) * 1e3,
         }
 
     def _update_actor(self, obs_td: TensorDictBase, action: Tensor, adv: Tensor) -> dict[str, float]:

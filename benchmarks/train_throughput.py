@@ -87,8 +87,22 @@ def train_rate(overrides: list[str], frames: int) -> tuple[float, float]:
     trainer.build = timed_build
     trainer.fit()
     loop = marks["end"] - marks["start"]
-    update_ms = trainer.model.last_metrics.get("curvature/update_ms", float("nan"))
-    return trainer.model.frames / loop, update_ms
+    return trainer.model.frames / loop, phase_medians(f"sqlite:///{tmp}/mlflow.db", trainer.run_logger.run_id)
+
+
+PHASES = ("perf/collect_ms", "perf/gae_ms", "perf/critic_ms", "perf/update_ms")
+
+
+def phase_medians(uri: str, run_id: str) -> dict[str, float]:
+    """Median per-batch time of each phase, read back from the run's MLflow metrics."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    out = {}
+    for key in PHASES:
+        values = [m.value for m in client.get_metric_history(run_id, key)]
+        out[key] = statistics.median(values) if values else float("nan")
+    return out
 
 
 def main() -> None:
@@ -111,11 +125,18 @@ def main() -> None:
 
     GlobalHydra.instance().clear()
 
+    with initialize_config_module(config_module="ngac.configs", version_base=None):
+        frames_per_batch = compose("config", overrides=overrides).agent.frames_per_batch
+    GlobalHydra.instance().clear()
+
     rows: dict[str, list[float]] = {"raw": [], "raw1": [], "train": [], "ratio": [], "ratio1": []}
+    phases: dict[str, list[float]] = {k: [] for k in PHASES}
     for r in range(args.repeats):
         raw = raw_rate(env_id, num_envs, 400)
         raw1 = raw_rate(env_id, 1, 4000)
-        train, _ = train_rate(overrides, args.frames)
+        train, phase = train_rate(overrides, args.frames)
+        for k in PHASES:
+            phases[k].append(phase[k])
         rows["raw"].append(raw)
         rows["raw1"].append(raw1)
         rows["train"].append(train)
@@ -140,11 +161,57 @@ def main() -> None:
         f"| ratio train / raw({num_envs}) | {med['ratio']:.2f} | {min(rows['ratio']):.2f} | {max(rows['ratio']):.2f} |",
         f"| ratio train / raw(1) | {med['ratio1']:.2f} | {min(rows['ratio1']):.2f} | {max(rows['ratio1']):.2f} |",
     ]
+    # Per batch: the same frames at the raw rate, against where training's wall-clock went.
+    ph = {k: statistics.median(v) for k, v in phases.items()}
+    batch_ms = frames_per_batch / med["train"] * 1e3
+    raw_ms = frames_per_batch / med["raw"] * 1e3
+    actor_ms = ph["perf/update_ms"] - (0.0 if ph["perf/critic_ms"] != ph["perf/critic_ms"] else ph["perf/critic_ms"])
+    parts = {
+        "collection (envs + policy + TorchRL)": ph["perf/collect_ms"],
+        "GAE": ph["perf/gae_ms"],
+        "critic (Adam epochs)": ph["perf/critic_ms"],
+        "actor (curvature + step rule)": actor_ms,
+    }
+    parts["other (Lightning, logging, callbacks)"] = max(batch_ms - sum(v for v in parts.values() if v == v), 0.0)
+    lines += [
+        "",
+        f"Where one batch of {frames_per_batch} frames goes (medians of the per-batch `perf/*` metrics):",
+        "",
+        "| phase | ms per batch | share |",
+        "|---|---|---|",
+        *[f"| {k} | {v:.1f} | {v / batch_ms:.0%} |" for k, v in parts.items()],
+        f"| **total** (frames / train rate) | {batch_ms:.1f} | 100% |",
+        f"| raw SyncVectorEnv({num_envs}) for the same frames | {raw_ms:.1f} | {raw_ms / batch_ms:.0%} |",
+    ]
     text = "\n".join(lines)
     print(text)
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
     (out / "train_throughput.md").write_text(text + "\n")
+    plot(parts, raw_ms, frames_per_batch, num_envs, out / "train_throughput.png")
+
+
+def plot(parts: dict[str, float], raw_ms: float, frames: int, num_envs: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    left = 0.0
+    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"]
+    for (name, ms), c in zip(parts.items(), colors):
+        ax.barh(1, ms, left=left, color=c, label=f"{name}: {ms:.0f} ms")
+        left += ms
+    ax.barh(0, raw_ms, color="#999999", label=f"raw SyncVectorEnv({num_envs}), random actions: {raw_ms:.0f} ms")
+    ax.axvline(raw_ms / 0.8, color="k", ls="--", lw=1)
+    ax.text(raw_ms / 0.8, 1.45, " 0.8x target", fontsize=8, va="bottom")
+    ax.set_yticks([0, 1], ["raw env", "ngac train"])
+    ax.set_xlabel(f"ms per batch of {frames} frames (median)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

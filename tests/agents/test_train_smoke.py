@@ -52,6 +52,11 @@ def test_every_backend_and_step_rule_trains(cfg_factory, backend, step_rule):
         assert client.get_metric_history(run.info.run_id, key), key
     history = client.get_metric_history(run.info.run_id, "curvature/direction_norm")
     assert [m.step for m in history] == [32, 64]
+    # The wall-clock breakdown of each batch: phases are positive and the critic is part of the update.
+    perf = {k: [m.value for m in client.get_metric_history(run.info.run_id, f"perf/{k}")]
+            for k in ("collect_ms", "gae_ms", "critic_ms", "update_ms")}
+    assert all(len(v) == 2 and min(v) > 0 for v in perf.values()), perf
+    assert all(c <= u for c, u in zip(perf["critic_ms"], perf["update_ms"]))
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "config.yaml" in artifacts and "checkpoints" in artifacts
 
