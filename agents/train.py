@@ -100,6 +100,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def acts_on_copy(cfg: DictConfig) -> bool:
+    """True when the updates run off the CPU, so the collector needs its own CPU copy of the actor."""
+    acc = cfg.trainer.accelerator
+    return not (acc == "cpu" or (acc == "auto" and not torch.cuda.is_available()))
+
+
 class Trainer:
     """Owns the environments, collector, model, logger and checkpoints of one run."""
 
@@ -161,9 +167,9 @@ class Trainer:
         self.env = make_env(cfg.env, seed=cfg.seed, training=True)
         if self.ckpt is not None:  # before the collector: its first reset returns the restored state
             load_env_state(self.env, self.ckpt["env"])
-        on_cpu = cfg.trainer.accelerator == "cpu" or (cfg.trainer.accelerator == "auto" and not torch.cuda.is_available())
-        # Environments step on the CPU; with a GPU the collector acts with a CPU copy of the actor.
-        self.collect_actor = self.model.actor if on_cpu else copy.deepcopy(self.model.actor).cpu()
+        # Environments step on the CPU; with a GPU the collector acts with a CPU copy of the actor,
+        # refreshed after every update (PeriodicWork.on_train_batch_end).
+        self.collect_actor = copy.deepcopy(self.model.actor).cpu() if acts_on_copy(cfg) else self.model.actor
         self.collector = Collector(
             self.env,
             RolloutPolicy(self.collect_actor),  # the actor's sampling path, minus the distribution objects

@@ -91,3 +91,26 @@ def test_experiment_configs_compose():
             assert dict(cfg.hydra.sweeper.params) == params
             assert cfg.logger.experiment_name == name
     GlobalHydra.instance().clear()
+
+
+def test_separate_collector_copy_matches_shared_actor(cfg_factory, monkeypatch):
+    """The GPU layout (updates on the module's device, the collector acting with a CPU copy that is
+    refreshed after each update), run on the CPU: it must train exactly like the shared actor."""
+    import torch
+
+    from ngac.agents import train as train_mod
+
+    cfg = cfg_factory("env=pendulum", "trainer.total_frames=96", "seed=3")
+    shared, _ = _run(cfg)
+    assert shared.collect_actor is shared.model.actor
+
+    monkeypatch.setattr(train_mod, "acts_on_copy", lambda cfg: True)
+    copied, _ = _run(cfg_factory("env=pendulum", "trainer.total_frames=96", "seed=3"))
+    assert copied.collect_actor is not copied.model.actor
+    for (name, a), b, c in zip(
+        copied.model.actor.state_dict().items(),
+        copied.collect_actor.state_dict().values(),
+        shared.model.actor.state_dict().values(),
+    ):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"collector copy of {name} is stale")
+        torch.testing.assert_close(a, c, rtol=0, atol=0, msg=f"{name} differs from the shared-actor run")
