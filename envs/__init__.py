@@ -515,10 +515,13 @@ def make_env(
     *,
     num_envs: int | None = None,
     seed: int = 0,
-    device: str = "cpu",
     training: bool = True,
 ) -> EnvBase:
-    """N copies of one task in one process, as a TorchRL env (see the module docstring)."""
+    """N copies of one task in one process, as a TorchRL env on the CPU (see the module docstring).
+
+    Environments always live on the CPU (the transforms update their statistics through numpy
+    views); with a GPU only the updates move, and the collector acts with a CPU copy of the actor.
+    """
     vals = _cfg_values(cfg)
     n = vals["num_envs"] if num_envs is None else num_envs
     if not _is_int(n) or n < 1:
@@ -536,7 +539,7 @@ def make_env(
     # caller's torch RNG, and re-seed the simulators afterwards.
     with torch.random.fork_rng(devices=[]):
         vec = _ResumableSyncVectorEnv(thunks, autoreset_mode=AutoresetMode.SAME_STEP)
-        env = GymWrapper(vec, categorical_action_encoding=True, device=device)
+        env = GymWrapper(vec, categorical_action_encoding=True, device="cpu")
     if not isinstance(env, TransformedEnv):  # pragma: no cover - torchrl always adds VecGymEnvTransform
         env = TransformedEnv(env)
     vec._ngac_pending_seed = int(seed)
