@@ -164,6 +164,8 @@ class Trainer:
             act_dim,
             action_kind(cfg.env),
         )
+        if self.model.curvature is not None and (note := self.model.curvature.advise(cfg.agent.step_rule)):
+            warnings.warn(note, UserWarning, stacklevel=2)
         self.env = make_env(cfg.env, seed=cfg.seed, training=True)
         if self.ckpt is not None:  # before the collector: its first reset returns the restored state
             load_env_state(self.env, self.ckpt["env"])

@@ -126,6 +126,13 @@ class Curvature(ABC):
     def observe(self, *, kl: float, applied: bool) -> None:
         """Feedback after the agent's step: the measured KL and whether the step was applied."""
 
+    def advise(self, step_rule: str) -> str | None:
+        """A one-line note when this backend cannot do its job under ``step_rule``, else None.
+
+        The trainer shows it once, as a warning, before training starts.
+        """
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {"num_updates": self.num_updates}
 

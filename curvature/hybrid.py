@@ -109,6 +109,15 @@ class Hybrid(ShermanMorrison):
             self.lam /= self.factor
         self.lam = self._clamp(self.lam)
 
+    def advise(self, step_rule: str) -> str | None:
+        if step_rule == "fixed":
+            return None
+        return (
+            f"curvature=hybrid adapts lambda from the measured KL, but agent.step_rule={step_rule} "
+            f"already rescales every step to agent.max_kl, so lambda barely moves from {self.lam:g} "
+            f"(it reacts only to the KL model's error); use agent.step_rule=fixed for adaptive damping"
+        )
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.update(lam=self.lam, cg_updates=self.cg_updates)

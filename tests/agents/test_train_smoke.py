@@ -114,3 +114,10 @@ def test_separate_collector_copy_matches_shared_actor(cfg_factory, monkeypatch):
     ):
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"collector copy of {name} is stale")
         torch.testing.assert_close(a, c, rtol=0, atol=0, msg=f"{name} differs from the shared-actor run")
+
+
+@pytest.mark.parametrize("step_rule", ["fixed", "trust_region"])
+def test_hybrid_warns_once_when_the_step_rule_pins_the_kl(cfg_factory, recwarn, step_rule):
+    Trainer(cfg_factory("env=pendulum", "curvature=hybrid", f"agent.step_rule={step_rule}")).fit()
+    notes = [w for w in recwarn if "adapts lambda from the measured KL" in str(w.message)]
+    assert len(notes) == (0 if step_rule == "fixed" else 1)

@@ -260,3 +260,15 @@ def test_cg_on_the_kl_hessian_reports_dFd_under_that_fisher():
         assert abs(d.dFd - float(batch.scores.quadratic(d.vector))) > 1e-6  # not the empirical one
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("step_rule", ["fixed", "trust_region", "line_search"])
+def test_advice_only_where_a_backend_cannot_do_its_job(name: str, step_rule: str) -> None:
+    # Only hybrid has a mechanism (KL-driven damping) that a KL-normalising step rule disables.
+    note = build_curvature(name).advise(step_rule)
+    if name == "hybrid" and step_rule != "fixed":
+        assert note is not None and step_rule in note and "agent.step_rule=fixed" in note
+        assert "\n" not in note
+    else:
+        assert note is None
