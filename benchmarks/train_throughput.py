@@ -17,6 +17,7 @@ Prints a Markdown table of medians and the train/raw ratios, and writes it to
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -120,13 +121,10 @@ def main() -> None:
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module="ngac.configs", version_base=None):
-        num_envs = compose("config", overrides=overrides).env.num_envs
+        composed = compose("config", overrides=overrides)
+    num_envs, frames_per_batch = composed.env.num_envs, composed.agent.frames_per_batch
     from hydra.core.global_hydra import GlobalHydra
 
-    GlobalHydra.instance().clear()
-
-    with initialize_config_module(config_module="ngac.configs", version_base=None):
-        frames_per_batch = compose("config", overrides=overrides).agent.frames_per_batch
     GlobalHydra.instance().clear()
 
     rows: dict[str, list[float]] = {"raw": [], "raw1": [], "train": [], "ratio": [], "ratio1": []}
@@ -165,14 +163,15 @@ def main() -> None:
     ph = {k: statistics.median(v) for k, v in phases.items()}
     batch_ms = frames_per_batch / med["train"] * 1e3
     raw_ms = frames_per_batch / med["raw"] * 1e3
-    actor_ms = ph["perf/update_ms"] - (0.0 if ph["perf/critic_ms"] != ph["perf/critic_ms"] else ph["perf/critic_ms"])
+    critic_ms = 0.0 if math.isnan(ph["perf/critic_ms"]) else ph["perf/critic_ms"]  # PPO logs no critic phase
+    actor_ms = ph["perf/update_ms"] - critic_ms
     parts = {
         "collection (envs + policy + TorchRL)": ph["perf/collect_ms"],
         "GAE": ph["perf/gae_ms"],
         "critic (Adam epochs)": ph["perf/critic_ms"],
         "actor (curvature + step rule)": actor_ms,
     }
-    parts["other (Lightning, logging, callbacks)"] = max(batch_ms - sum(v for v in parts.values() if v == v), 0.0)
+    parts["other (Lightning, logging, callbacks)"] = max(batch_ms - sum(v for v in parts.values() if not math.isnan(v)), 0.0)
     lines += [
         "",
         f"Where one batch of {frames_per_batch} frames goes (medians of the per-batch `perf/*` metrics):",

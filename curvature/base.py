@@ -140,6 +140,18 @@ class Curvature(ABC):
         self.num_updates = int(state["num_updates"])
 
 
+def check_int(key: str, value: Any, minimum: int, note: str = "") -> None:
+    """One-line ``ValueError`` unless ``value`` is an int (not a bool) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key}={value!r} must be an integer >= {minimum}{note}")
+
+
+def check_number(key: str, value: Any, ok: Callable[[float], bool], expected: str) -> None:
+    """One-line ``ValueError`` unless ``value`` is a real number (not a bool) with ``ok(value)``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise ValueError(f"{key}={value!r} must be {expected}")
+
+
 REGISTRY: dict[str, type[Curvature]] = {}
 
 

@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .base import Curvature, PolicyBatch, register
+from .base import Curvature, PolicyBatch, check_int, check_number, register
 from .schedules import Schedule
 
 FISHERS = ("empirical", "kl_hessian")
@@ -42,10 +42,8 @@ FISHERS = ("empirical", "kl_hessian")
 
 def validate_cg_options(prefix: str, iters: int, tol: float, fisher: str = "empirical") -> None:
     """One-line ``ValueError`` for unusable CG options."""
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"{prefix}.iters={iters!r} must be an integer >= 1")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0.0:
-        raise ValueError(f"{prefix}.tol={tol!r} must be a number >= 0")
+    check_int(f"{prefix}.iters", iters, 1)
+    check_number(f"{prefix}.tol", tol, lambda v: v >= 0.0, "a number >= 0")
     if fisher not in FISHERS:
         raise ValueError(f"{prefix}.fisher={fisher!r} is not valid; choose one of {list(FISHERS)}")
 

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-from .base import PolicyBatch, register
+from .base import PolicyBatch, check_int, check_number, register
 from .cg import cg_solve
 from .schedules import Schedule
 from .sherman_morrison import ShermanMorrison
@@ -58,18 +58,13 @@ class Hybrid(ShermanMorrison):
     ) -> None:
         super().__init__(damping, mode, fisher_vector)
         for key, val in (("target_kl", target_kl), ("min_damping", min_damping), ("max_damping", max_damping)):
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not (0 < val < math.inf):
-                raise ValueError(f"hybrid.{key}={val!r} must be a finite number > 0")
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (1 < factor < math.inf):
-            raise ValueError(f"hybrid.factor={factor!r} must be a finite number > 1")
-        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not (1 <= tolerance < math.inf):
-            raise ValueError(f"hybrid.tolerance={tolerance!r} must be a finite number >= 1")
+            check_number(f"hybrid.{key}", val, lambda v: 0 < v < math.inf, "a finite number > 0")
+        check_number("hybrid.factor", factor, lambda v: 1 < v < math.inf, "a finite number > 1")
+        check_number("hybrid.tolerance", tolerance, lambda v: 1 <= v < math.inf, "a finite number >= 1")
         if min_damping > max_damping:
             raise ValueError(f"hybrid.min_damping={min_damping!r} must be <= max_damping={max_damping!r}")
-        if isinstance(cg_every, bool) or not isinstance(cg_every, int) or cg_every < 0:
-            raise ValueError(f"hybrid.cg_every={cg_every!r} must be an integer >= 0 (0 disables CG)")
-        if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
-            raise ValueError(f"hybrid.cg_iters={cg_iters!r} must be an integer >= 1")
+        check_int("hybrid.cg_every", cg_every, 0, " (0 disables CG)")
+        check_int("hybrid.cg_iters", cg_iters, 1)
         self.target_kl = float(target_kl)
         self.factor = float(factor)
         self.tolerance = float(tolerance)

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Curvature, PolicyBatch, register
+from .base import Curvature, PolicyBatch, check_int, check_number, register
 from .schedules import Schedule
 from .scores import Scores
 
@@ -57,12 +57,9 @@ class KFAC(Curvature):
         factor_every: int = 1,
     ) -> None:
         super().__init__(damping)
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
-            raise ValueError(f"kfac.decay={decay!r} must be a number in [0, 1)")
-        if isinstance(inverse_every, bool) or not isinstance(inverse_every, int) or inverse_every < 1:
-            raise ValueError(f"kfac.inverse_every={inverse_every!r} must be an integer >= 1")
-        if isinstance(factor_every, bool) or not isinstance(factor_every, int) or factor_every < 1:
-            raise ValueError(f"kfac.factor_every={factor_every!r} must be an integer >= 1")
+        check_number("kfac.decay", decay, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+        check_int("kfac.inverse_every", inverse_every, 1)
+        check_int("kfac.factor_every", factor_every, 1)
         self.decay = float(decay)
         self.inverse_every = inverse_every
         self.factor_every = factor_every
