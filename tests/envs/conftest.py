@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from envtest_utils import ENV_CONFIG_FILES
+from tests.envs.envtest_utils import ENV_CONFIG_FILES
 
 
 @pytest.fixture(params=[p.stem for p in ENV_CONFIG_FILES], ids=[p.stem for p in ENV_CONFIG_FILES])

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from envtest_utils import load_env_cfg, random_actions, run
+from tests.envs.envtest_utils import load_env_cfg, random_actions, run
 
 from ngac.envs import make_env
 

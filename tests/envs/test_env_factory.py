@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from ngac.envs import TASKS, action_kind, env_dims, make_env, validate_env_config
 from ngac.envs import _space_kind  # noqa: PLC2701 - the unsupported-space path
 
-from envtest_utils import ENV_CONFIG_FILES, load_env_cfg, random_actions, run
+from tests.envs.envtest_utils import ENV_CONFIG_FILES, load_env_cfg, random_actions, run
 
 
 def test_every_task_has_a_config_and_back():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from envtest_utils import load_env_cfg, random_actions, run
+from tests.envs.envtest_utils import load_env_cfg, random_actions, run
 
 from ngac.envs import ObsNorm, RewardScale, make_env, set_training, sync_normalization
 

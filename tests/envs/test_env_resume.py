@@ -6,7 +6,7 @@ import io
 
 import pytest
 import torch
-from envtest_utils import load_env_cfg, random_actions, run
+from tests.envs.envtest_utils import load_env_cfg, random_actions, run
 
 from ngac.envs import env_state, load_env_state, make_env
 

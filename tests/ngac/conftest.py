@@ -8,7 +8,7 @@ the end: SIGTERM to the group, wait, then SIGKILL.
 from __future__ import annotations
 
 import pytest
-from tracking_utils import start_server
+from tests.ngac.tracking_utils import start_server
 
 
 @pytest.fixture(scope="session")

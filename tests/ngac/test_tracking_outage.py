@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from tracking_utils import TINY_RUN, clean_env, free_port, ngac_command, rest, search_runs, start_server
+from tests.ngac.tracking_utils import TINY_RUN, clean_env, free_port, ngac_command, rest, search_runs, start_server
 
 TINY = [*TINY_RUN, "curvature=identity"]
 # After the server dies, the rest of the run must not wait on MLflow's HTTP retries (by default

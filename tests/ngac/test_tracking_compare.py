@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from tracking_utils import free_port
+from tests.ngac.tracking_utils import free_port
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 

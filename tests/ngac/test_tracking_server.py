@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from tracking_utils import TINY_RUN, clean_env, metric_history, ngac_command, params_of, rest, search_runs, tags_of
+from tests.ngac.tracking_utils import TINY_RUN, clean_env, metric_history, ngac_command, params_of, rest, search_runs, tags_of
 
 EXPERIMENT = "ngac"  # logger.experiment_name's default
 SWEEP = [*TINY_RUN, "curvature=identity,sherman_morrison", "seed=0,1", "trainer.total_frames=64"]
