@@ -8,11 +8,15 @@ import time
 
 import numpy as np
 import pytest
-from tests.ngac.tracking_utils import free_port
+from matplotlib.image import imread
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from ngac.compare import area_under_curve, compare_runs, main, mean_std_curve
+from ngac.compare import area_under_curve, compare_runs, main, mean_std_curve, plots
+from ngac.compare.runs import read_run
+from ngac.compare.stats import summarise
+from ngac.compare.store import select_runs
+from tests.ngac.tracking_utils import free_port
 
 T0 = 1_790_000_000_000  # ms
 STEPS = [0, 100, 200, 300]
@@ -20,14 +24,18 @@ SEEDS = [0, 1, 2]
 STD_012 = math.sqrt(2 / 3)  # population std of {0, 1, 2}
 
 
-def make_run(client, exp_id, *, tags, params=None, returns=None, evals=None, update_ms=None, sps=None, wall_s=5.0):
-    """One finished run; ``returns``/``evals`` are {step: value}; metric timestamps = start + step * 10 ms."""
+def make_run(
+    client, exp_id, *, tags, params=None, returns=None, evals=None, direction_ms=None, sps=None, wall_s=5.0, series=None
+):
+    """One finished run; ``returns``/``evals`` and ``series`` values are {step: value}; metric timestamps =
+    start + step * 10 ms. ``direction_ms`` are logged as ``curvature/direction_ms`` at steps 0, 100, ..."""
     run = client.create_run(exp_id, start_time=T0, tags=tags)
     rid = run.info.run_id
     metrics = []
-    for key, series in (("charts/episode_return", returns), ("eval/episode_return", evals)):
-        metrics += [Metric(key, float(v), T0 + 10 * s, s) for s, v in (series or {}).items()]
-    for key, values in (("curvature/update_ms", update_ms), ("charts/sps", sps)):
+    all_series = {"charts/episode_return": returns, "eval/episode_return": evals, **(series or {})}
+    for key, points in all_series.items():
+        metrics += [Metric(key, float(v), T0 + 10 * s, s) for s, v in (points or {}).items()]
+    for key, values in (("curvature/direction_ms", direction_ms), ("charts/sps", sps)):
         metrics += [Metric(key, float(v), T0 + 10 * i, 100 * i) for i, v in enumerate(values or [])]
     client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)) for k, v in (params or {}).items()])
     client.set_terminated(rid, "FINISHED", end_time=T0 + int(1000 * wall_s))
@@ -55,13 +63,13 @@ def store(tmp_path_factory):
                 params={"seed": s},
                 returns={st: g["a"] * st / 100 + s for st in STEPS},
                 evals={100: -999.0, 300: g["e"] + 10 * s},
-                update_ms=[1 + s, 2 + s, 3 + s],  # pooled over seeds: median 3
+                direction_ms=[1 + s, 2 + s, 3 + s],  # pooled over seeds: median 3
                 sps=[100 * (s + 1)] * 2,  # pooled: median 200
                 wall_s=5.0 + s,  # mean 6
             )  # fmt: skip
     # A sweep parent in the same experiment, with metrics that would spoil every statistic.
     make_run(client, synth, tags={"ngac.role": "sweep_parent", "algo": "sm", "env": "Pendulum-v1"},
-             returns={0: 1e6, 300: 1e6}, evals={300: 1e6}, update_ms=[1e6], sps=[1e6])  # fmt: skip
+             returns={0: 1e6, 300: 1e6}, evals={300: 1e6}, direction_ms=[1e6], sps=[1e6])  # fmt: skip
 
     # Experiment "damping": grouped by a param; two damping values x 2 seeds.
     damping = client.create_experiment("damping")
@@ -81,7 +89,39 @@ def store(tmp_path_factory):
         if parent is None:
             parent = make_run(client, exp, tags={"ngac.role": "sweep_parent", "sweep": "sw1"}, evals={0: 1e6})
     client.create_experiment("empty")
-    return {"uri": uri, "client": client, "parent": parent}
+
+    # Experiment "mixed": two environments; Hopper's seeds ran different budgets. HalfCheetah seed
+    # s returns x/1000 + s over [0, 20000] (AUC 10.5) and logs cos_to_natural {0.5, 0.7} + s / 10
+    # (run means 0.6 and 0.7) and its Fisher-norm twin 0.9. Hopper: 0 -> 100 at 20k frames, and
+    # 0 -> 50 at 20k -> 3000 at 1M: the mean over the common [0, 20000] is 0 -> 75 (AUC 37.5).
+    mixed = client.create_experiment("mixed")
+    for s in (0, 1):
+        make_run(client, mixed, tags={"algo": "sm", "env": "HalfCheetah-v5"}, params={"trainer.total_frames": 20000},
+                 returns={x: x / 1000 + s for x in (0, 10000, 20000)}, evals={20000: 20.0 + s},
+                 series={"curvature/cos_to_natural": {0: 0.5 + s / 10, 10000: 0.7 + s / 10},
+                         "curvature/cos_to_natural_fisher": {0: 0.9, 10000: 0.9}})  # fmt: skip
+    for budget, returns in ((20000, {0: 0, 20000: 100}), (1_000_000, {0: 0, 20000: 50, 1_000_000: 3000})):
+        make_run(client, mixed, tags={"algo": "sm", "env": "Hopper-v5"}, params={"trainer.total_frames": budget},
+                 returns=returns, evals={budget: 1.0})  # fmt: skip
+
+    # Experiment "endpoints": group "ends" has only one eval point per run, at different frames and
+    # seconds; group "full" has real curves over the same frames.
+    endpoints = client.create_experiment("endpoints")
+    for s in (0, 1):
+        make_run(client, endpoints, tags={"algo": "ends", "env": "Pendulum-v1"}, evals={1000 + 200 * s: 5.0 + s})
+        make_run(client, endpoints, tags={"algo": "full", "env": "Pendulum-v1"},
+                 returns={0: 0.0, 100: 1.0 + s, 200: 2.0}, evals={200: 2.0})  # fmt: skip
+
+    # Experiment "old_names": timings under the names used before curvature/update_ms was split.
+    old = client.create_experiment("old_names")
+    make_run(client, old, tags={"algo": "sm", "agent": "nac", "env": "X"}, evals={0: 1.0},
+             series={"curvature/update_ms": {0: 4.0, 1: 4.0}})  # fmt: skip
+    make_run(client, old, tags={"algo": "ppo", "agent": "ppo", "env": "X"}, evals={0: 1.0},
+             series={"curvature/update_ms": {0: 9.0}})  # fmt: skip
+    make_run(client, old, tags={"algo": "new", "agent": "nac", "env": "X"}, evals={0: 1.0},
+             series={"curvature/direction_ms": {0: 2.0}, "perf/update_ms": {0: 7.0}, "curvature/update_ms": {0: 99.0}})  # fmt: skip
+    targets = client.create_experiment("targets")
+    return {"uri": uri, "client": client, "parent": parent, "targets": targets}
 
 
 def rows_by_group(result):
@@ -100,25 +140,28 @@ def test_groups_mean_std_auc_exact(store, tmp_path):
         assert r["final_return_mean"] == pytest.approx(e + 10)
         assert r["final_return_std"] == pytest.approx(10 * STD_012)
         assert r["auc"] == pytest.approx(1.5 * a + 1)
-        assert r["update_ms_median"] == pytest.approx(3.0)
+        assert r["direction_ms_median"] == pytest.approx(3.0)
+        assert math.isnan(r["update_ms_median"])  # perf/update_ms never logged
         assert r["sps_median"] == pytest.approx(200.0)
         assert r["wall_time_s_mean"] == pytest.approx(6.0)
-        assert r["envs"] == "Pendulum-v1"
+        assert r["env"] == "Pendulum-v1"
+        assert r["budget_frames"] == "300"  # no trainer.total_frames param: the last frame logged
+    assert result["warnings"] == [] and result["diagnostics_png"] is None
 
 
 def test_outputs_written(store, tmp_path):
     out = tmp_path / "out"
     result = compare_runs(store["uri"], "synth", out)
     assert result["png"] == out / "learning_curves.png" and result["png"].stat().st_size > 10_000
-    from matplotlib.image import imread
-
     img = imread(result["png"])
     assert img.shape[1] > img.shape[0]  # two panels side by side
     assert np.ptp(img[..., :3]) > 0.5  # not blank
     md = result["markdown"].read_text()
     assert "# ngac compare: synth" in md and "matched experiment name" in md and store["uri"] in md
-    assert "runs: 6 in 2 groups" in md and "Pendulum-v1" in md
-    assert "| sm | 3 | 60.00 ± 8.16 | 4.00 |" in md
+    assert "runs: 6 in 2 groups" in md and "## Pendulum-v1" in md
+    assert "| sm | 3 | 300 | 60.00 ± 8.16 | 4.00 | 3.000 | – | 200 | 6.0 |" in md
+    assert "cos to natural" not in md and "warning" not in md
+    assert not (out / "curvature_diagnostics.png").exists()
     with open(result["csv"]) as fh:
         table = list(csv.DictReader(fh))
     assert [r["group"] for r in table] == ["kfac", "sm"]
@@ -132,7 +175,7 @@ def test_group_by_param(store, tmp_path):
     assert rows["curvature.damping=0.1"]["final_return_mean"] == pytest.approx(20.5)
     assert rows["curvature.damping=1.0"]["final_return_std"] == pytest.approx(0.5)
     assert rows["curvature.damping=1.0"]["auc"] == pytest.approx(10.0)
-    assert math.isnan(rows["curvature.damping=1.0"]["update_ms_median"])  # never logged
+    assert math.isnan(rows["curvature.damping=1.0"]["direction_ms_median"])  # never logged
     mode = compare_runs(store["uri"], "damping", tmp_path, group_by="param:curvature.mode")
     assert [(r["group"], r["n"]) for r in mode["rows"]] == [("curvature.mode=batch_mean", 4)]
     by_tag = compare_runs(store["uri"], "damping", tmp_path, group_by="env")
@@ -202,14 +245,83 @@ def test_cli(store, tmp_path, capsys, monkeypatch):
 
 
 def test_mean_std_curve_on_unequal_grids():
-    grid, mean, std = mean_std_curve([np.array([0.0, 10.0]), np.array([2.0, 5.0, 12.0])],
-                                     [np.array([0.0, 10.0]), np.array([2.0, 5.0, 12.0])])  # fmt: skip
+    curve = mean_std_curve([np.array([0.0, 10.0]), np.array([2.0, 5.0, 12.0])],
+                           [np.array([0.0, 10.0]), np.array([2.0, 5.0, 12.0])])  # fmt: skip
     # common range [2, 10]; the union of the runs' points inside it
-    assert grid.tolist() == [2.0, 5.0, 10.0]
-    assert mean.tolist() == pytest.approx([2.0, 5.0, 10.0]) and std.tolist() == pytest.approx([0, 0, 0])
-    assert area_under_curve(grid, mean) == pytest.approx(6.0)
-    # runs that do not overlap: each counts only inside its own range
-    grid, mean, _ = mean_std_curve([np.array([0.0, 1.0]), np.array([2.0, 3.0])],
-                                   [np.array([1.0, 1.0]), np.array([5.0, 5.0])])  # fmt: skip
-    assert grid.tolist() == [0, 1, 2, 3] and mean.tolist() == [1, 1, 5, 5]
+    assert curve.grid.tolist() == [2.0, 5.0, 10.0]
+    assert curve.mean.tolist() == pytest.approx([2.0, 5.0, 10.0]) and curve.std.tolist() == pytest.approx([0, 0, 0])
+    assert area_under_curve(curve.grid, curve.mean) == pytest.approx(6.0)
+    # runs that share no range: no mean curve at all (never one made of different runs' points)
+    curve = mean_std_curve([np.array([0.0, 1.0]), np.array([2.0, 3.0])], [np.array([1.0, 1.0]), np.array([5.0, 5.0])])
+    assert len(curve) == 0 and math.isnan(area_under_curve(curve.grid, curve.mean))
     assert area_under_curve(np.array([7.0]), np.array([3.0])) == 3.0
+
+
+def test_one_block_per_environment_and_budget_warning(store, tmp_path):
+    client = store["client"]
+    target = client.create_run(store["targets"]).info.run_id
+    result = compare_runs(store["uri"], "mixed", tmp_path, parent_run_id=target)
+    assert [(r["env"], r["group"], r["n"]) for r in result["rows"]] == [
+        ("HalfCheetah-v5", "sm", 2),
+        ("Hopper-v5", "sm", 2),
+    ]
+    cheetah, hopper = result["rows"]
+    assert cheetah["auc"] == pytest.approx(10.5) and cheetah["budget_frames"] == "20000"
+    assert hopper["auc"] == pytest.approx(37.5) and hopper["budget_frames"] == "20000/1000000"
+    (warning,) = result["warnings"]
+    assert "\n" not in warning and warning.startswith("Hopper-v5 / sm: ") and "1 at 20000, 1 at 1000000" in warning
+    md = result["markdown"].read_text()
+    assert f"> warning: {warning}" in md
+    cheetah_md, hopper_md = md.split("## HalfCheetah-v5")[1].split("## Hopper-v5")
+    assert cheetah_md.count("| sm | 2 |") == 1 and hopper_md.count("| sm | 2 |") == 1
+    # the diagnostics columns only where they were logged
+    assert "| sm | 2 | 20000 |" in cheetah_md and "| 0.650 | 0.900 |" in cheetah_md
+    assert "cos to natural" not in hopper_md
+    assert cheetah["cos_to_natural_mean"] == pytest.approx(0.65) and math.isnan(hopper["cos_to_natural_mean"])
+    listed = {f.path for f in client.list_artifacts(target, "compare")}
+    assert "compare/curvature_diagnostics.png" in listed and len(listed) == 4
+    img = imread(result["diagnostics_png"])
+    assert np.ptp(img[..., :3]) > 0.5
+
+    runs = [read_run(client, r, "algo") for r in select_runs(client, "mixed")[0]]
+    fig = plots.learning_curves(summarise(runs), "t")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 4 and [t.split(":")[0] for t in titles] == ["HalfCheetah-v5"] * 2 + ["Hopper-v5"] * 2
+    diag = plots.diagnostics(summarise(runs), "t")
+    assert [ax.get_title().split(":")[0] for ax in diag.axes] == ["HalfCheetah-v5"] * 2  # Hopper logged none
+
+
+def test_cli_prints_the_budget_warning(store, tmp_path, capsys):
+    assert main(["mixed", "--tracking-uri", store["uri"], "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ngac: warning: Hopper-v5 / sm: runs with different budgets")
+    assert "## HalfCheetah-v5" in captured.out and "diagnostics_png:" in captured.out
+
+
+def test_curves_only_where_curves_exist(store, tmp_path):
+    client = store["client"]
+    runs = [read_run(client, r, "algo") for r in select_runs(client, "endpoints")[0]]
+    groups = summarise(runs)
+    ends = next(g for g in groups if g.label == "ends")
+    assert len(ends.returns) == 0 and math.isnan(ends.row["auc"])  # two seeds' end points are no curve
+    ax_frames, ax_clock = plots.learning_curves(groups, "t").axes
+    frames_lines = [line.get_xdata().tolist() for line in ax_frames.lines]
+    # "ends": one marker per run; "full": the mean over seeds on the common frames
+    assert sorted(frames_lines) == [[0.0, 100.0, 200.0], [1000.0], [1200.0]]
+    for line in ax_frames.lines + ax_clock.lines:
+        if len(line.get_xdata()) == 1:
+            assert line.get_linestyle() == "None" and line.get_marker() == "o"
+    # wall-clock: one line per run, never a mean across runs
+    clock = sorted(line.get_xdata().tolist() for line in ax_clock.lines)
+    assert clock == [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0], [10.0], [12.0]]
+    full = next(g for g in groups if g.label == "full")
+    assert full.returns.mean.tolist() == pytest.approx([0.0, 1.5, 2.0])
+    assert full.returns.std.tolist() == pytest.approx([0.0, 0.5, 0.0])
+
+
+def test_timings_read_new_names_then_old(store, tmp_path):
+    rows = rows_by_group(compare_runs(store["uri"], "old_names", tmp_path))
+    assert rows["sm"]["direction_ms_median"] == 4.0 and math.isnan(rows["sm"]["update_ms_median"])
+    assert rows["ppo"]["update_ms_median"] == 9.0 and math.isnan(rows["ppo"]["direction_ms_median"])
+    assert rows["new"]["direction_ms_median"] == 2.0 and rows["new"]["update_ms_median"] == 7.0

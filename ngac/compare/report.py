@@ -1,0 +1,110 @@
+"""``compare_runs``: read a run set, summarise it per environment and group, write the figures and tables."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ngac.mlflow_utils import resolve_tracking_uri
+
+from . import plots
+from .runs import COS_KEYS, EVAL_KEY, read_run
+from .stats import budget_warnings, summarise
+from .store import probe, select_runs
+from .tables import markdown_tables, write_csv
+
+ARTIFACT_DIR = "compare"
+
+
+def describe_grouping(group_by: str) -> str:
+    if group_by == "algo":
+        return "tag algo (backend where algo is absent)"
+    if group_by.startswith("param:"):
+        return f"param {group_by[len('param:') :]}"
+    return f"tag {group_by}"
+
+
+def compare_runs(
+    tracking_uri: str | None,
+    selector: str,
+    out_dir: str | Path,
+    group_by: str = "algo",
+    parent_run_id: str | None = None,
+) -> dict[str, Any]:
+    """Learning curves (``learning_curves.png``), diagnostics (``curvature_diagnostics.png``) and a summary.
+
+    The summary is ``summary.md`` (one table per environment) and ``summary.csv`` (a row per
+    environment and group). ``curvature_diagnostics.png`` is written only when some run logged
+    ``curvature/cos_to_natural*``. Returns the paths (``png``, ``diagnostics_png`` or None,
+    ``markdown``, ``csv``), ``rows`` (the CSV rows), ``table``, ``warnings`` (one line per group
+    that mixes budgets), ``matched`` (``"experiment"`` or ``"sweep"``), ``selector``,
+    ``tracking_uri``, ``n_runs``, ``group_by`` and ``envs``. Raises a one-line ``ValueError`` when
+    the store cannot be reached or nothing matches. With ``parent_run_id`` the files are logged to
+    that run under ``compare/``.
+    """
+    if not selector:
+        raise ValueError("give an experiment name or a sweep name to compare")
+    if group_by.startswith("param:") and not group_by[len("param:") :]:
+        raise ValueError("--group-by param: needs a param name, e.g. param:curvature.damping")
+    uri = resolve_tracking_uri(tracking_uri)
+    client = probe(uri)
+    found, matched = select_runs(client, selector)
+    runs = [read_run(client, r, group_by) for r in found]
+    groups = summarise(runs)
+    warnings = budget_warnings(groups)
+    envs = sorted({r.env for r in runs})
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{selector} ({len(runs)} runs, by {group_by})"
+    png = plots.save(plots.learning_curves(groups, title), out / "learning_curves.png")
+    diag_fig = plots.diagnostics(groups, title)
+    diag_png = plots.save(diag_fig, out / "curvature_diagnostics.png") if diag_fig is not None else None
+
+    table = markdown_tables(groups, group_header=group_by)
+    curve_keys = sorted({r.curve_key for r in runs if r.curve_key})
+    how = "experiment name" if matched == "experiment" else "sweep tag"
+    header = [
+        f"# ngac compare: {selector}",
+        "",
+        f"- selector: `{selector}` (matched {how})",
+        f"- tracking URI: `{uri}`",
+        f"- runs: {len(runs)} in {len(groups)} groups, grouped by {describe_grouping(group_by)} within each environment",
+        f"- environments: {', '.join(envs)}",
+        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        (
+            f"- curves: {', '.join(curve_keys) or 'none'}; final return: last `{EVAL_KEY}` per run; "
+            "std over seeds with ddof=0; AUC: trapezoid of the mean curve over the frames every seed covers / "
+            "their span; frames: the runs' budgets (trainer.total_frames)"
+        ),
+        f"- curvature diagnostics ({', '.join(COS_KEYS)}): " + (f"`{diag_png.name}`" if diag_png else "none logged"),
+        "",
+        *(f"> warning: {w}" for w in warnings),
+    ]
+    md = out / "summary.md"
+    md.write_text("\n".join(header).rstrip("\n") + "\n\n" + table + "\n")
+    csv_path = out / "summary.csv"
+    write_csv(groups, csv_path)
+
+    if parent_run_id:
+        for path in (png, diag_png, md, csv_path):
+            if path is not None:
+                client.log_artifact(parent_run_id, str(path), ARTIFACT_DIR)
+
+    return {
+        "selector": selector,
+        "matched": matched,
+        "tracking_uri": uri,
+        "group_by": group_by,
+        "n_runs": len(runs),
+        "envs": envs,
+        "rows": [g.row for g in groups],
+        "table": table,
+        "warnings": warnings,
+        "png": png,
+        "diagnostics_png": diag_png,
+        "markdown": md,
+        "csv": csv_path,
+        "out_dir": out,
+    }
