@@ -1,4 +1,4 @@
-"""Deterministic evaluation episodes, and ``ngac eval <checkpoint>``.
+"""Deterministic evaluation episodes, and a video of one.
 
 Evaluation acts with the distribution's mode (the Gaussian mean, the most likely category), on
 fresh environments that use the training run's observation statistics, frozen.
@@ -11,14 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from ngac.envs import action_kind, env_dims, load_normalization, make_env, sync_normalization
+from ngac.envs import load_normalization, make_env, sync_normalization
 
-from .checkpoint import load_checkpoint
-from .networks import make_actor
 
 
 def evaluate(
@@ -69,22 +66,7 @@ def evaluate(
     }
 
 
-def eval_checkpoint(path: str, episodes: int = 10, seed: int = 12345, video: str | None = None) -> dict[str, Any]:
-    """``ngac eval``: load a checkpoint's actor and normaliser statistics and run it."""
-    ckpt = load_checkpoint(path)
-    cfg = OmegaConf.create(ckpt["config"])
-    obs_dim, act_dim = env_dims(cfg.env)
-    actor = make_actor(
-        obs_dim, act_dim, action_kind(cfg.env), cfg.agent.hidden_sizes, cfg.agent.activation, cfg.agent.init_log_std
-    )
-    actor.load_state_dict({k[len("actor.") :]: v for k, v in ckpt["model"].items() if k.startswith("actor.")})
-    result = evaluate(actor, cfg.env, None, episodes=episodes, seed=seed, snapshot=ckpt["env"])
-    if video:
-        result["video"] = record_video(actor, cfg.env, ckpt, video, seed)
-    return result
-
-
-def record_video(actor, env_cfg, ckpt: dict[str, Any], out: str, seed: int, max_steps: int = 1000) -> str:
+def record_video(actor, env_cfg, snapshot: dict[str, Any], out: str, seed: int, max_steps: int = 1000) -> str:
     """Record one deterministic episode to MP4 from MuJoCo's ``rgb_array`` render.
 
     The policy acts in an ngac environment (same normalisation as training); a second, rendering
@@ -109,7 +91,7 @@ def record_video(actor, env_cfg, ckpt: dict[str, Any], out: str, seed: int, max_
     if not hasattr(viewer.unwrapped, "set_state"):
         raise RuntimeError(f"video recording supports the MuJoCo tasks; {env_cfg.id} is not one")
     env = make_env(env_cfg, num_envs=1, seed=seed, training=False)
-    load_normalization(env, ckpt["env"])  # the run's observation statistics, frozen
+    load_normalization(env, snapshot)  # the run's observation statistics, frozen
     sim = env.base_env._env.envs[0].unwrapped
     frames = []
     td = env.reset()

@@ -1,13 +1,11 @@
-"""PPO baseline (the paper's reference algorithm) on TorchRL's ``ClipPPOLoss``.
-
-Same networks, collector, GAE, checkpoints and metric names as the natural-gradient agent, so a
-PPO run sits beside the curvature backends in one MLflow experiment. ``curvature/update_ms`` is
-the time of the whole PPO optimisation of a batch (the cost of producing the policy step).
+"""PPO (the paper's reference algorithm) on TorchRL's ``ClipPPOLoss``, a sibling of the
+natural-gradient agent on the same on-policy base: same networks, collector, GAE, checkpoints and
+metric names, so a PPO run sits beside the curvature backends in one MLflow experiment. It has no
+curvature backend; ``perf/update_ms`` is the time of its whole optimisation of a batch.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -15,29 +13,27 @@ from tensordict import TensorDictBase
 from torch import Tensor
 from torchrl.objectives import ClipPPOLoss
 
-from .actor_critic import ActorCritic, explained_variance
+from . import metrics as M
+from .base import OnPolicyAgent, explained_variance
 
 
-class PPO(ActorCritic):
-    def __init__(self, agent: dict[str, Any], curvature: dict[str, Any] | None, obs_dim: int, act_dim: int, action_kind: str):
-        super().__init__(agent, None, obs_dim, act_dim, action_kind)
+class PPOAgent(OnPolicyAgent):
+    def __init__(self, agent: dict[str, Any], obs_dim: int, act_dim: int, action_kind: str) -> None:
+        super().__init__(agent, obs_dim, act_dim, action_kind)
         self.loss = ClipPPOLoss(
             actor_network=self.actor,
             critic_network=self.critic,
             clip_epsilon=agent["clip_epsilon"],
             entropy_coeff=agent["entropy_coeff"],
             critic_coeff=agent["critic_coeff"],
-            normalize_advantage=False,  # the batch advantages are normalised once, as for NAC
+            normalize_advantage=False,  # the batch advantages are normalised once, by the base
         )
         self.loss.set_keys(sample_log_prob=self.actor.log_prob_keys[0])
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.loss.parameters(), lr=self.cfg["ppo_lr"], eps=1e-5, fused=True)
+        return torch.optim.Adam(self.loss.parameters(), lr=self.cfg["lr"], eps=1e-5, fused=True)
 
-    def update(
-        self, flat: TensorDictBase, obs_td: TensorDictBase, action: Tensor, adv: Tensor, target: Tensor
-    ) -> dict[str, float]:
-        start = time.perf_counter()
+    def optimise(self, flat: TensorDictBase, adv: Tensor, target: Tensor) -> dict[str, float]:
         opt = self.optimizers()
         data = flat.clone(False)
         data.set("advantage", adv.unsqueeze(-1))
@@ -58,6 +54,7 @@ class PPO(ActorCritic):
                     if k in out.keys():
                         sums[k].append(float(out[k].detach().mean()))
         self.skipped_updates += int(skipped > 0)
+        obs_td = flat.select("observation")
         with torch.no_grad():
             pred = self.critic(obs_td.clone(False))["state_value"].squeeze(-1)
             entropy = float(self.actor.get_dist(obs_td.clone(False)).entropy().mean())
@@ -66,11 +63,10 @@ class PPO(ActorCritic):
             return sum(xs) / len(xs) if xs else float("nan")
 
         return {
-            "losses/value_loss": mean(sums["loss_critic"]),
-            "losses/policy_loss": mean(sums["loss_objective"]),
-            "losses/approx_kl": mean(sums["kl_approx"]),
-            "losses/clipfrac": mean(sums["clip_fraction"]),
-            "losses/entropy": entropy,
-            "losses/explained_variance": explained_variance(pred, target),
-            "curvature/update_ms": (time.perf_counter() - start) * 1e3,
+            M.VALUE_LOSS: mean(sums["loss_critic"]),
+            M.POLICY_LOSS: mean(sums["loss_objective"]),
+            M.APPROX_KL: mean(sums["kl_approx"]),
+            M.CLIPFRAC: mean(sums["clip_fraction"]),
+            M.ENTROPY: entropy,
+            M.EXPLAINED_VARIANCE: explained_variance(pred, target),
         }

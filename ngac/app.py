@@ -10,24 +10,26 @@ import warnings
 import hydra
 from omegaconf import DictConfig
 
+from .run import TrainingRun
+from .validate import ConfigError
+
+QUIET_WARNINGS = ("You are using the `dataloader_iter`", "Found `dataloader_iter`", "`isinstance(treespec, LeafSpec)`")
+
 
 @hydra.main(config_path="pkg://ngac.configs", config_name="config", version_base=None)
 def hydra_main(cfg: DictConfig) -> float | None:
-    from ngac.agents.checkpoint import CheckpointError
-    from ngac.agents.train import Trainer
-    from ngac.validate import ConfigError
-
-    for pattern in ("You are using the `dataloader_iter`", "Found `dataloader_iter`", "`isinstance(treespec, LeafSpec)`"):
+    for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=f".*{re.escape(pattern)}")
     for name in ("lightning.pytorch", "lightning.fabric", "torchrl", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        trainer = Trainer(cfg)
-        result = trainer.fit()
-    except (ConfigError, CheckpointError) as exc:
+        run = TrainingRun(cfg)
+    except ConfigError as exc:
         print(f"ngac: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    if trainer.stop_signal is not None:
-        print(f"stopped by signal {trainer.stop_signal}: checkpoint {trainer.ckpt_dir / 'last.ckpt'}", file=sys.stderr)
-        sys.exit(128 + int(trainer.stop_signal))
-    return result.get("eval/episode_return")
+    outcome = run.fit()
+    if outcome.status == "KILLED":
+        print(f"stopped by signal {outcome.signal}: checkpoint {run.ckpt_dir / 'last.ckpt'}", file=sys.stderr)
+    if outcome.exit_code:
+        sys.exit(outcome.exit_code)
+    return outcome.final.get("eval/episode_return")

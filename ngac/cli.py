@@ -128,14 +128,14 @@ def evaluate(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--video", default=None, help="write an MP4 of one episode here (MuJoCo tasks; needs MUJOCO_GL)")
     args = parser.parse_args(argv)
-    from ngac.agents.checkpoint import CheckpointError
-    from ngac.agents.evaluate import eval_checkpoint
+    from ngac.evaluation import eval_checkpoint
+    from ngac.validate import ConfigError
 
     if args.episodes < 1:
         return _err(f"--episodes={args.episodes} is invalid; it must be a positive integer")
     try:
         result = eval_checkpoint(args.checkpoint, episodes=args.episodes, seed=args.seed, video=args.video)
-    except (CheckpointError, RuntimeError) as exc:
+    except (ConfigError, RuntimeError) as exc:
         return _err(str(exc))
     print(
         f"{result['episodes']} episodes: return {result['mean_return']:.2f} +- {result['std_return']:.2f}, "

@@ -28,3 +28,23 @@ def fail_fast(retries: int = 0, timeout: int = 5) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextmanager
+def sqlite_init_lock(uri: str) -> Iterator[None]:
+    """Serialise the first touch of a local sqlite store: two runs started at once in a fresh folder
+    would otherwise race through MLflow's schema migrations and one of them fail."""
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        yield
+        return
+    import fcntl
+    from pathlib import Path
+
+    lock = Path(uri[len("sqlite:///") :] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ngac.agents.train import Trainer
+from ngac.run import TrainingRun
 
 BUDGET_FRAMES = 61_440  # 60 updates of 1024 frames (16 envs x 64 steps)
 
@@ -25,5 +25,5 @@ def test_sherman_morrison_solves_inverted_pendulum(cfg_factory, seed):
         "trainer.eval_episodes=10",
         "trainer.checkpoint_every_frames=1000000",
     )
-    final = Trainer(cfg).fit()
+    final = TrainingRun(cfg).fit().final
     assert final["eval/episode_return"] >= 900, final

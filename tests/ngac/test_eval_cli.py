@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ngac.agents.train import Trainer
+from ngac.run import TrainingRun
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def cheetah_checkpoint(tmp_path_factory):
             f"logger.tracking_uri=sqlite:///{tmp}/mlflow.db", f"out_dir={tmp}/run"])
     GlobalHydra.instance().clear()
     OmegaConf.set_struct(cfg, False)
-    trainer = Trainer(cfg)
+    trainer = TrainingRun(cfg)
     trainer.fit()
     return trainer.ckpt_dir / "last.ckpt"
 

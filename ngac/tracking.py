@@ -2,15 +2,19 @@
 
 The tracking URI is ``logger.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else MLflow's default
 local store ``sqlite:///mlflow.db`` in the working directory (what a plain ``mlflow ui`` there
-shows). A server that is down at start is an error before any environment starts; one that drops
-mid-run only costs a warning: metrics are buffered and sent when it is back, and are written to
-``<out_dir>/metrics_buffer.jsonl`` if it never is.
+shows). A server that is down at start is an error before any environment starts
+(:func:`ngac.validate.check_tracking_server`); one that drops mid-run only costs a warning:
+metrics are buffered and sent when it is back, and are written to
+``<out_dir>/metrics_buffer.jsonl`` if it never is (``ngac sync`` replays them).
+
+A resumed run continues the same MLflow run. Metrics that reached MLflow after the checkpoint it
+resumes from are not logged a second time: resume is exact, so the replayed updates would log
+the same values at the same frames.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 import time
 import warnings
 from collections.abc import Mapping
@@ -20,43 +24,8 @@ from typing import Any
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
-from ngac.mlflow_utils import DEFAULT_TRACKING_URI, resolve_tracking_uri
-from ngac.mlflow_utils import fail_fast as _fail_fast
-from ngac.validate import ConfigError
-
-@contextmanager
-def _sqlite_init_lock(uri: str):
-    """Serialise the first touch of a local sqlite store: two runs started at once in a fresh folder
-    would otherwise race through MLflow's schema migrations and one of them fail."""
-    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
-        yield
-        return
-    import fcntl
-
-    lock = Path(uri[len("sqlite:///") :] + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def check_tracking_server(uri: str) -> None:
-    """Raise a one-line ``ConfigError`` if the tracking store cannot be reached."""
-    from mlflow import MlflowClient
-
-    with _fail_fast(), _sqlite_init_lock(uri):
-        try:
-            MlflowClient(uri).search_experiments(max_results=1)
-        except Exception as exc:  # noqa: BLE001 - any failure here means "unreachable"
-            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-            raise ConfigError(
-                f"logger.tracking_uri={uri!r} is unreachable ({reason}); start the server, or unset "
-                f"MLFLOW_TRACKING_URI to use the local store {DEFAULT_TRACKING_URI}"
-            ) from None
-
+from .mlflow_utils import fail_fast as _fail_fast
+from .mlflow_utils import resolve_tracking_uri
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -87,10 +56,17 @@ class ResilientMLFlowLogger(MLFlowLogger):
         self._flush_every_s = flush_every_s
         self._last_flush = time.monotonic()
         self._warned = False
+        self.skip_through_step = -1  # rows at or below this step are already in MLflow (a resume)
+        self._last_row: tuple[int | None, dict[str, float]] | None = None
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if metrics:
-            self._pending.append(({k: float(v) for k, v in metrics.items()}, step, int(time.time() * 1000)))
+        row = {k: float(v) for k, v in metrics.items()}
+        # Lightning re-sends the last step's metrics when the on-policy stream ends inside
+        # training_step (the StopIteration that ends the epoch); a row is kept once.
+        repeat = self._last_row == (step, row)
+        self._last_row = (step, row)
+        if row and not repeat and (step is None or step > self.skip_through_step):
+            self._pending.append((row, step, int(time.time() * 1000)))
         if time.monotonic() - self._last_flush >= self._flush_every_s:
             self.flush()
 
@@ -136,12 +112,11 @@ class ResilientMLFlowLogger(MLFlowLogger):
 
 
 class RunLogger:
-    """One MLflow run: created (or re-opened for a resume) before any environment starts."""
+    """One MLflow run: created, or re-opened for a resume, after every input check has passed."""
 
     def __init__(self, cfg: DictConfig, *, run_id: str | None, tags: dict[str, str], out_dir: Path) -> None:
         self.tracking_uri = resolve_tracking_uri(cfg.logger.tracking_uri)
-        check_tracking_server(self.tracking_uri)
-        run_name = cfg.logger.run_name or f"{cfg.curvature.name}-{cfg.env.id}-s{cfg.seed}"
+        run_name = cfg.logger.run_name or f"{tags['algo']}-{cfg.env.id}-s{cfg.seed}"
         self.lightning_logger = ResilientMLFlowLogger(
             experiment_name=cfg.logger.experiment_name,
             run_name=run_name,
@@ -157,6 +132,8 @@ class RunLogger:
             self.client.update_run(self.run_id, status="RUNNING")
             for k, v in tags.items():
                 self.client.set_tag(self.run_id, k, v)
+            history = self.client.get_metric_history(self.run_id, "charts/frames")
+            self.lightning_logger.skip_through_step = max((m.step for m in history), default=-1)
 
     def log_config(self, cfg: DictConfig) -> None:
         container = OmegaConf.to_container(cfg, resolve=True)

@@ -10,8 +10,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import ngac.agents.train as train_mod
-from ngac.agents.checkpoint import CheckpointError
+import ngac.agents.data as data_mod
+import ngac.run as run_mod
 from ngac.cli import main, precheck
 from ngac.validate import ConfigError
 
@@ -39,6 +39,18 @@ CLI_CASES = [
     (["env.num_envs=0"], ["num_envs"]),
     (["trainer.accelerator=tpu"], ["tpu", "cpu", "gpu"]),
     (["agent.activation=swish"], ["swish", "tanh"]),
+    (["seed=abc"], ["seed='abc'", "integer"]),
+    (["seed=-1"], ["seed=-1", "integer"]),
+    (["trainer.devices=0"], ["trainer.devices=0", "1"]),
+    (["trainer.devices=2"], ["trainer.devices=2", "1"]),
+    (["agent.hidden_sizes=[64,-1]"], ["agent.hidden_sizes=[64, -1]", "positive integers"]),
+    (["agent.init_log_std=nan"], ["agent.init_log_std=nan", "finite"]),
+    (["agent.line_search.shrink=2"], ["agent.line_search.shrink=2", "(0, 1)"]),
+    (["agent.line_search.max_backtracks=-1"], ["max_backtracks=-1", ">= 0"]),
+    (["agent.critic.hidden_sizes=abc"], ["agent.critic.hidden_sizes='abc'", "positive integers"]),
+    (["trainer.progress_bar=maybe"], ["trainer.progress_bar='maybe'", "true or false"]),
+    (["algo=ppo", "agent.clip_epsilon=1.5"], ["agent.clip_epsilon=1.5", "(0, 1)"]),
+    (["algo=ppo", "agent.lr=0"], ["agent.lr=0", "positive"]),
 ]
 
 
@@ -49,7 +61,8 @@ def no_env(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("an environment was created before the input was validated")
 
-    monkeypatch.setattr(train_mod, "make_env", boom)
+    monkeypatch.setattr(data_mod, "make_env", boom)
+    monkeypatch.setattr(run_mod, "env_dims", boom)
 
 
 @pytest.mark.parametrize("overrides,words", CLI_CASES, ids=[" ".join(c[0]) for c in CLI_CASES])
@@ -63,8 +76,8 @@ def test_cli_rejects_bad_input_in_one_line(overrides, words, capsys, no_env):
 
 def test_missing_checkpoint(tmp_path, cfg_factory, no_env):
     cfg = cfg_factory(f"resume={tmp_path}/nope.ckpt")
-    with pytest.raises(CheckpointError, match="no such checkpoint"):
-        train_mod.Trainer(cfg)
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        run_mod.TrainingRun(cfg)
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04garbage", b"\x80\x04not a pickle at all"])
@@ -72,41 +85,58 @@ def test_truncated_or_corrupted_checkpoint(tmp_path, cfg_factory, content, no_en
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(content)
     cfg = cfg_factory(f"resume={bad}")
-    with pytest.raises(CheckpointError, match="truncated or corrupted|not an ngac"):
-        train_mod.Trainer(cfg)
+    with pytest.raises(ConfigError, match="truncated or corrupted|not an ngac"):
+        run_mod.TrainingRun(cfg)
 
 
 def test_truncated_real_checkpoint(tmp_path, cfg_factory):
     cfg = cfg_factory("env=pendulum")
-    trainer = train_mod.Trainer(cfg)
+    trainer = run_mod.TrainingRun(cfg)
     trainer.fit()
     good = trainer.ckpt_dir / "last.ckpt"
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="truncated or corrupted"):
-        train_mod.Trainer(cfg_factory("env=pendulum", f"resume={cut}"))
-    with pytest.raises(CheckpointError, match="task 'Pendulum-v1'.*CartPole-v1"):
-        train_mod.Trainer(cfg_factory("env=cartpole", f"resume={good}"))
-    with pytest.raises(CheckpointError, match="curvature 'sherman_morrison'.*'kfac'"):
-        train_mod.Trainer(cfg_factory("env=pendulum", "curvature=kfac", f"resume={good}"))
-    with pytest.raises(CheckpointError, match="env.num_envs=2, not 4; resume with env.num_envs=2"):
-        train_mod.Trainer(cfg_factory("env=pendulum", "env.num_envs=4", f"resume={good}"))
-    with pytest.raises(CheckpointError, match=r"agent.hidden_sizes=\[64, 64\], not \[32\]"):
-        train_mod.Trainer(cfg_factory("env=pendulum", "agent.hidden_sizes=[32]", f"resume={good}"))
+    with pytest.raises(ConfigError, match="truncated or corrupted"):
+        run_mod.TrainingRun(cfg_factory("env=pendulum", f"resume={cut}"))
+    with pytest.raises(ConfigError, match="env.id='Pendulum-v1', not 'CartPole-v1'"):
+        run_mod.TrainingRun(cfg_factory("env=cartpole", f"resume={good}"))
+    with pytest.raises(ConfigError, match="curvature.name='sherman_morrison', not 'kfac'"):
+        run_mod.TrainingRun(cfg_factory("env=pendulum", "curvature=kfac", f"resume={good}"))
+    with pytest.raises(ConfigError, match="env.num_envs=2, not 4; resume with env.num_envs=2"):
+        run_mod.TrainingRun(cfg_factory("env=pendulum", "env.num_envs=4", f"resume={good}"))
+    with pytest.raises(ConfigError, match=r"agent.hidden_sizes=\[64, 64\], not \[32\]"):
+        run_mod.TrainingRun(cfg_factory("env=pendulum", "agent.hidden_sizes=[32]", f"resume={good}"))
 
 
 def test_not_a_checkpoint(tmp_path, cfg_factory, no_env):
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}}, other)
-    with pytest.raises(CheckpointError, match="not an ngac checkpoint"):
-        train_mod.Trainer(cfg_factory(f"resume={other}"))
+    with pytest.raises(ConfigError, match="not an ngac checkpoint"):
+        run_mod.TrainingRun(cfg_factory(f"resume={other}"))
 
 
 def test_unreachable_tracking_uri(cfg_factory, no_env):
     cfg = cfg_factory("logger.tracking_uri=http://127.0.0.1:9")
     with pytest.raises(ConfigError, match="unreachable") as info:
-        train_mod.Trainer(cfg)
+        run_mod.TrainingRun(cfg)
     assert "\n" not in str(info.value)
+
+
+def test_unusable_sqlite_store_is_one_line(cfg_factory, no_env):
+    with pytest.raises(ConfigError, match="unreachable") as info:
+        run_mod.TrainingRun(cfg_factory("logger.tracking_uri=sqlite:////proc/nope/x.db"))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["seed=-1", "trainer.devices=2", "agent.init_log_std=nan"])
+def test_bad_input_creates_no_mlflow_run(tmp_path, override):
+    """Every check runs before the MLflow run exists: a refused input leaves no store and no run."""
+    out = subprocess.run(
+        [sys.executable, "-m", "ngac.cli", "train", override, f"logger.tracking_uri=sqlite:///{tmp_path}/m.db"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and out.stderr.strip().startswith("ngac: error:"), out.stderr[-2000:]
+    assert not (tmp_path / "m.db").exists()
 
 
 def test_unwritable_out_dir(tmp_path, cfg_factory, no_env):
@@ -114,7 +144,7 @@ def test_unwritable_out_dir(tmp_path, cfg_factory, no_env):
     blocker.write_text("x")
     cfg = cfg_factory(f"out_dir={blocker}/sub")
     with pytest.raises(ConfigError, match="cannot be written"):
-        train_mod.Trainer(cfg)
+        run_mod.TrainingRun(cfg)
 
 
 def test_unsupported_action_space(no_env):

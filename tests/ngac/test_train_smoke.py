@@ -7,7 +7,7 @@ import math
 import mlflow
 import pytest
 
-from ngac.agents.train import Trainer
+from ngac.run import TrainingRun
 from ngac.cli import group_options
 
 ENVS = group_options("env")
@@ -15,8 +15,8 @@ BACKENDS = group_options("curvature")
 
 
 def _run(cfg):
-    trainer = Trainer(cfg)
-    final = trainer.fit()
+    trainer = TrainingRun(cfg)
+    final = trainer.fit().final
     return trainer, final
 
 
@@ -40,15 +40,15 @@ def test_every_env_trains(cfg_factory, env):
 def test_every_backend_and_step_rule_trains(cfg_factory, backend, step_rule):
     cfg = cfg_factory("env=pendulum", f"curvature={backend}", f"agent.step_rule={step_rule}", "env.max_episode_steps=20")
     trainer, final = _run(cfg)
-    client = mlflow.MlflowClient(trainer.run_logger.tracking_uri)
-    run = client.get_run(trainer.run_logger.run_id)
+    client = mlflow.MlflowClient(trainer.tracking_uri)
+    run = client.get_run(trainer.mlflow_run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["backend"] == backend
     assert run.data.tags["env"] == "Pendulum-v1"
     assert run.data.params["curvature.name"] == backend
     for key in ("charts/episode_return", "charts/sps", "losses/value_loss", "losses/approx_kl",
                 "losses/explained_variance", "curvature/lambda", "curvature/direction_norm",
-                "curvature/update_ms", "eval/episode_return"):
+                "curvature/direction_ms", "eval/episode_return"):
         assert client.get_metric_history(run.info.run_id, key), key
     history = client.get_metric_history(run.info.run_id, "curvature/direction_norm")
     assert [m.step for m in history] == [32, 64]
@@ -65,10 +65,10 @@ def test_every_backend_and_step_rule_trains(cfg_factory, backend, step_rule):
 def test_named_algorithms_train(cfg_factory, algo):
     cfg = cfg_factory("env=pendulum", f"algo={algo}", "env.max_episode_steps=20", "agent.frames_per_batch=32")
     trainer, final = _run(cfg)
-    client = mlflow.MlflowClient(trainer.run_logger.tracking_uri)
-    tags = client.get_run(trainer.run_logger.run_id).data.tags
+    client = mlflow.MlflowClient(trainer.tracking_uri)
+    tags = client.get_run(trainer.mlflow_run_id).data.tags
     assert tags["algo"] == algo
-    assert client.get_metric_history(trainer.run_logger.run_id, "losses/value_loss")
+    assert client.get_metric_history(trainer.mlflow_run_id, "losses/value_loss")
     assert math.isfinite(final["eval/episode_return"])
 
 
@@ -98,18 +98,18 @@ def test_separate_collector_copy_matches_shared_actor(cfg_factory, monkeypatch):
     refreshed after each update), run on the CPU: it must train exactly like the shared actor."""
     import torch
 
-    from ngac.agents import train as train_mod
+    from ngac.agents import data
 
     cfg = cfg_factory("env=pendulum", "trainer.total_frames=96", "seed=3")
     shared, _ = _run(cfg)
-    assert shared.collect_actor is shared.model.actor
+    assert shared.data.collect_actor is shared.model.actor
 
-    monkeypatch.setattr(train_mod, "acts_on_copy", lambda cfg: True)
+    monkeypatch.setattr(data, "acts_on_copy", lambda agent: True)
     copied, _ = _run(cfg_factory("env=pendulum", "trainer.total_frames=96", "seed=3"))
-    assert copied.collect_actor is not copied.model.actor
+    assert copied.data.collect_actor is not copied.model.actor
     for (name, a), b, c in zip(
         copied.model.actor.state_dict().items(),
-        copied.collect_actor.state_dict().values(),
+        copied.data.collect_actor.state_dict().values(),
         shared.model.actor.state_dict().values(),
     ):
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"collector copy of {name} is stale")
@@ -118,6 +118,6 @@ def test_separate_collector_copy_matches_shared_actor(cfg_factory, monkeypatch):
 
 @pytest.mark.parametrize("step_rule", ["fixed", "trust_region"])
 def test_hybrid_warns_once_when_the_step_rule_pins_the_kl(cfg_factory, recwarn, step_rule):
-    Trainer(cfg_factory("env=pendulum", "curvature=hybrid", f"agent.step_rule={step_rule}")).fit()
+    TrainingRun(cfg_factory("env=pendulum", "curvature=hybrid", f"agent.step_rule={step_rule}")).fit()
     notes = [w for w in recwarn if "adapts lambda from the measured KL" in str(w.message)]
     assert len(notes) == (0 if step_rule == "fixed" else 1)

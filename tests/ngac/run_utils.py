@@ -1,8 +1,9 @@
+"""Compose the real ``ngac train`` config with tiny budgets, for tests that run training."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
@@ -29,8 +30,3 @@ def make_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
     GlobalHydra.instance().clear()
     OmegaConf.set_struct(cfg, False)
     return cfg
-
-
-@pytest.fixture
-def cfg_factory(tmp_path):
-    return lambda *ov: make_cfg(tmp_path, *ov)

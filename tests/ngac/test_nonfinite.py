@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from ngac.agents import actor_critic
-from ngac.agents.train import NonFiniteEnvironmentError, Trainer
+from ngac.agents.data import NonFiniteEnvironmentError
+from ngac.run import TrainingRun
 
 
 class _BrokenPendulum(gym.Wrapper):
@@ -56,7 +57,7 @@ def test_nonfinite_advantages_are_never_applied(cfg_factory, monkeypatch, poison
         return original(self, obs_td, action, adv)
 
     monkeypatch.setattr(actor_critic.ActorCritic, "_update_actor", poisoned)
-    trainer = Trainer(cfg_factory("env=pendulum", f"curvature={backend}", "trainer.total_frames=96"))
+    trainer = TrainingRun(cfg_factory("env=pendulum", f"curvature={backend}", "trainer.total_frames=96"))
     trainer.build = _wrap_build(trainer)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -65,8 +66,8 @@ def test_nonfinite_advantages_are_never_applied(cfg_factory, monkeypatch, poison
     assert model.skipped_updates == model.updates == 3
     assert all(torch.equal(a, b) for a, b in zip(trainer.initial_params, _params(model)))
     assert any("skipped" in str(w.message) for w in caught)
-    client = mlflow.MlflowClient(trainer.run_logger.tracking_uri)
-    skipped = client.get_metric_history(trainer.run_logger.run_id, "charts/skipped_updates")
+    client = mlflow.MlflowClient(trainer.tracking_uri)
+    skipped = client.get_metric_history(trainer.mlflow_run_id, "charts/skipped_updates")
     assert [m.value for m in sorted(skipped, key=lambda m: m.step)] == [1.0, 2.0, 3.0]
 
 
@@ -91,30 +92,30 @@ def test_hybrid_raises_damping_after_a_skipped_update(cfg_factory, monkeypatch):
         return original(self, obs_td, action, adv)
 
     monkeypatch.setattr(actor_critic.ActorCritic, "_update_actor", poison_first)
-    trainer = Trainer(cfg_factory("env=pendulum", "curvature=hybrid", "curvature.damping=0.1", "trainer.total_frames=64"))
+    trainer = TrainingRun(cfg_factory("env=pendulum", "curvature=hybrid", "curvature.damping=0.1", "trainer.total_frames=64"))
     trainer.fit()
-    client = mlflow.MlflowClient(trainer.run_logger.tracking_uri)
-    lam = [m.value for m in sorted(client.get_metric_history(trainer.run_logger.run_id, "curvature/lambda"), key=lambda m: m.step)]
+    client = mlflow.MlflowClient(trainer.tracking_uri)
+    lam = [m.value for m in sorted(client.get_metric_history(trainer.mlflow_run_id, "curvature/lambda"), key=lambda m: m.step)]
     assert lam[0] == pytest.approx(0.1)
     assert lam[1] > lam[0], lam
 
 
 @pytest.mark.parametrize("task", ["ngac-test/NaNObs-v0", "ngac-test/InfObs-v0"])
 def test_environment_that_keeps_emitting_nonfinite_observations_stops_the_run(cfg_factory, task):
-    trainer = Trainer(cfg_factory("env=pendulum", f"env.id={task}", "trainer.total_frames=640", "trainer.max_bad_batches=3"))
+    trainer = TrainingRun(cfg_factory("env=pendulum", f"env.id={task}", "trainer.total_frames=640", "trainer.max_bad_batches=3"))
     with pytest.raises(NonFiniteEnvironmentError) as info:
         trainer.fit()
     message = str(info.value)
     assert task in message and "3 consecutive batches" in message and "frame" in message
     assert "\n" not in message
-    client = mlflow.MlflowClient(trainer.run_logger.tracking_uri)
-    assert client.get_run(trainer.run_logger.run_id).info.status == "FAILED"
+    client = mlflow.MlflowClient(trainer.tracking_uri)
+    assert client.get_run(trainer.mlflow_run_id).info.status == "FAILED"
     for p in trainer.model.actor.parameters():
         assert torch.isfinite(p).all()
 
 
 def test_nonfinite_rewards_skip_the_batch_and_keep_statistics_finite(cfg_factory):
-    trainer = Trainer(cfg_factory("env=pendulum", "env.id=ngac-test/NaNReward-v0", "trainer.total_frames=64",
+    trainer = TrainingRun(cfg_factory("env=pendulum", "env.id=ngac-test/NaNReward-v0", "trainer.total_frames=64",
                                   "trainer.max_bad_batches=100"))
     with pytest.warns(UserWarning, match="non-finite"):
         trainer.fit()

@@ -40,7 +40,7 @@ def _train(tmp: Path, name: str, *extra: str, wait: bool = True) -> subprocess.P
 
 def _frames(ckpt: Path) -> int:
     try:
-        return torch.load(ckpt, weights_only=False)["extra"]["frames"]
+        return torch.load(ckpt, weights_only=False)["ngac"]["frames"]
     except Exception:  # noqa: BLE001 - being written
         return -1
 
@@ -86,10 +86,10 @@ def test_kill9_then_resume_matches_uninterrupted_run_bitwise(tmp_path):
 
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
     b = torch.load(ckpt, weights_only=False)
-    assert a["extra"]["frames"] == b["extra"]["frames"] == 1280
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
-    assert a["extra"]["curvature"] == b["extra"]["curvature"]
+    assert a["ngac"]["frames"] == b["ngac"]["frames"] == 1280
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert a["ngac"]["agent_state"]["curvature"] == b["ngac"]["agent_state"]["curvature"]
 
     client, runs = _run(tmp_path / "killed.db")
     assert [r.info.run_id for r in runs] == [run_id], "resume must continue the same MLflow run"
@@ -115,32 +115,32 @@ def test_sigterm_and_ctrl_c_checkpoint_and_mark_killed(tmp_path, sig):
 
 
 def test_crash_marks_failed_and_keeps_checkpoint(tmp_path, cfg_factory, monkeypatch):
-    from ngac.agents import actor_critic
-    from ngac.agents.train import Trainer
+    from ngac.agents import nac
+    from ngac.run import TrainingRun
 
-    original = actor_critic.ActorCritic._update_actor
+    original = nac.NaturalGradientAgent._update_actor
 
     def crash_on_second(self, *a, **k):
         if self.updates == 1:
             raise RuntimeError("injected crash")
         return original(self, *a, **k)
 
-    monkeypatch.setattr(actor_critic.ActorCritic, "_update_actor", crash_on_second)
-    trainer = Trainer(cfg_factory("env=pendulum", "trainer.total_frames=128"))
+    monkeypatch.setattr(nac.NaturalGradientAgent, "_update_actor", crash_on_second)
+    trainer = TrainingRun(cfg_factory("env=pendulum", "trainer.total_frames=128"))
     with pytest.raises(RuntimeError, match="injected crash"):
         trainer.fit()
-    client = mlflow.MlflowClient(trainer.run_logger.tracking_uri)
-    assert client.get_run(trainer.run_logger.run_id).info.status == "FAILED"
+    client = mlflow.MlflowClient(trainer.tracking_uri)
+    assert client.get_run(trainer.mlflow_run_id).info.status == "FAILED"
     assert _frames(trainer.ckpt_dir / "last.ckpt") == 32
 
 
 def test_same_seed_same_returns(tmp_path, cfg_factory):
-    from ngac.agents.train import Trainer
+    from ngac.run import TrainingRun
 
     results = []
     for i in range(2):
-        trainer = Trainer(cfg_factory("env=cartpole", "trainer.total_frames=256", "seed=3", f"out_dir={tmp_path}/r{i}"))
-        final = trainer.fit()
+        trainer = TrainingRun(cfg_factory("env=cartpole", "trainer.total_frames=256", "seed=3", f"out_dir={tmp_path}/r{i}"))
+        final = trainer.fit().final
         results.append((final["eval/episode_return"], [p.detach().clone() for p in trainer.model.parameters()]))
     assert results[0][0] == results[1][0]
     assert all(torch.equal(x, y) for x, y in zip(results[0][1], results[1][1]))

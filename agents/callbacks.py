@@ -1,0 +1,132 @@
+"""Lightning callbacks: evaluation, checkpoints and stopping on a signal, all counted in frames.
+
+Lightning's ``ModelCheckpoint`` triggers on ``global_step``, which counts optimizer steps: 20
+critic steps per update for the natural-gradient agent, 320 for PPO at the defaults. A budget in
+environment frames needs its own trigger; the checkpoint itself is Lightning's
+(``trainer.save_checkpoint``: module, optimiser, loops, callbacks, data module, and the module's
+``on_save_checkpoint``), written atomically, on rank 0 only.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from . import metrics as M
+from .evaluate import evaluate
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopFlag:
+    """SIGTERM / SIGINT ask the run to stop at the next batch boundary (checkpoint, then KILLED).
+
+    Installed before the MLflow run is created, so a signal at any moment is seen; ``restore``
+    puts the previous handlers back. Lightning chains its own SIGTERM handler after this one.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> StopFlag:
+        for s in STOP_SIGNALS:
+            self._previous[s] = signal.getsignal(s)
+            signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+
+def _next_multiple(frames: int, every: int) -> int:
+    return (frames // every + 1) * every
+
+
+class PeriodicEvaluation(L.Callback):
+    """Deterministic evaluation episodes every ``every_frames`` and once at the end of training."""
+
+    def __init__(self, env_cfg: Any, *, every_frames: int, episodes: int, seed: int, total_frames: int, stop: StopFlag):
+        self.env_cfg, self.every, self.episodes, self.seed = env_cfg, every_frames, episodes, seed
+        self.total, self.stop = total_frames, stop
+        self.next_eval = every_frames
+        self.final: dict[str, float] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.next_eval = _next_multiple(pl_module.frames, self.every)
+
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        t0 = time.perf_counter()
+        result = evaluate(
+            pl_module.actor, self.env_cfg, trainer.datamodule.env, episodes=self.episodes, seed=self.seed
+        )
+        return {
+            M.EVAL_RETURN: result["mean_return"],
+            M.EVAL_RETURN_STD: result["std_return"],
+            M.EVAL_LENGTH: result["mean_length"],
+            M.EVAL_SECONDS: time.perf_counter() - t0,
+        }
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        f = pl_module.frames
+        if f >= self.next_eval and f < self.total and not self.stop.requested:
+            if trainer.is_global_zero:
+                pl_module.log_dict(self.run(trainer, pl_module), on_step=True, on_epoch=False, batch_size=1)
+            self.next_eval = _next_multiple(f, self.every)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.stop.requested or pl_module.frames < self.total or not trainer.is_global_zero:
+            return
+        self.final = self.run(trainer, pl_module)
+        for logger in trainer.loggers:  # self.log is closed in on_train_end
+            logger.log_metrics(self.final, step=pl_module.frames)
+
+
+class FrameCheckpoint(L.Callback):
+    """``<dir>/last.ckpt`` every ``every_frames``, when a stop is requested, and at the end.
+
+    A crash keeps the last checkpoint written at a batch boundary: one taken in the middle of an
+    update would not continue exactly.
+    """
+
+    FILENAME = "last.ckpt"
+
+    def __init__(self, dirpath: Path, *, every_frames: int, stop: StopFlag) -> None:
+        self.path = Path(dirpath) / self.FILENAME
+        self.every, self.stop = every_frames, stop
+        self.next_ckpt = every_frames
+        self.saved_at: int | None = None
+
+    def save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
+        self.saved_at = pl_module.frames
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.next_ckpt = _next_multiple(pl_module.frames, self.every)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        f = pl_module.frames
+        if self.stop.requested:
+            trainer.datamodule.request_stop()
+            trainer.should_stop = True
+            self.save(trainer, pl_module)
+        elif f >= self.next_ckpt:
+            self.save(trainer, pl_module)
+            self.next_ckpt = _next_multiple(f, self.every)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.saved_at != pl_module.frames:
+            self.save(trainer, pl_module)

@@ -1,0 +1,157 @@
+"""The natural-gradient actor-critic (the paper's SMAC and its ablations).
+
+On each batch: the critic regresses the GAE value targets (Adam, a few epochs of minibatches);
+then the curvature backend turns the policy gradient into a direction ``d``, the step rule picks
+``eta``, and ``theta <- theta + eta * d`` is applied only if everything is finite.
+
+The agent never asks which curvature backend it holds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from torch import Tensor
+
+from ngac.curvature import PolicyBatch, as_schedule, build_curvature
+
+from . import metrics as M
+from .base import OnPolicyAgent, explained_variance
+from .networks import mean_kl
+from .step_rules import take_step
+
+
+class NaturalGradientAgent(OnPolicyAgent):
+    uses_curvature = True
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], obs_dim: int, act_dim: int, action_kind: str) -> NaturalGradientAgent:
+        return cls(cfg["agent"], cfg["curvature"], obs_dim, act_dim, action_kind)
+
+    @classmethod
+    def algo_name(cls, cfg: dict[str, Any]) -> str:
+        return str(cfg["curvature"]["name"])
+
+    def __init__(self, agent: dict[str, Any], curvature: dict[str, Any], obs_dim: int, act_dim: int, action_kind: str):
+        super().__init__(agent, obs_dim, act_dim, action_kind)
+        self.curvature = build_curvature(**curvature)
+        self.lr = as_schedule(agent["lr"], "agent.lr")
+        self._norm_history: list[float] = []
+
+    def advice(self) -> str | None:
+        return self.curvature.advise(self.cfg["step_rule"])
+
+    def configure_optimizers(self):
+        # fused: one kernel for the whole step instead of ~10 ops per tensor (0.1 vs 0.5 ms on a 64x64
+        # critic here); the critic takes 20 of these per update at the defaults.
+        return torch.optim.Adam(self.critic.parameters(), lr=self.cfg["critic"]["lr"], fused=True)
+
+    def optimise(self, flat: TensorDictBase, adv: Tensor, target: Tensor) -> dict[str, float]:
+        obs_td = flat.select("observation")
+        metrics = self._update_critic(obs_td["observation"], target)
+        metrics.update(self._update_actor(obs_td, flat["action"], adv))
+        return metrics
+
+    def _update_critic(self, obs: Tensor, target: Tensor) -> dict[str, float]:
+        start = time.perf_counter()
+        opt = self.optimizers()
+        ccfg = self.cfg["critic"]
+        value_net = self.critic.module  # the plain MLP: no tensordict work inside the hot loop
+        losses = []
+        for _ in range(ccfg["epochs"]):
+            for idx in torch.randperm(target.shape[0], device=target.device).split(ccfg["minibatch_size"]):
+                loss = 0.5 * (value_net(obs[idx]).squeeze(-1) - target[idx]).pow(2).mean()
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    continue
+                opt.zero_grad()
+                self.manual_backward(loss)
+                opt.step()
+                losses.append(loss_value)
+        with torch.no_grad():
+            pred = value_net(obs).squeeze(-1)
+        return {
+            M.VALUE_LOSS: sum(losses) / len(losses) if losses else float("nan"),
+            M.EXPLAINED_VARIANCE: explained_variance(pred, target),
+            M.CRITIC_MS: (time.perf_counter() - start) * 1e3,
+        }
+
+    def _update_actor(self, obs_td: TensorDictBase, action: Tensor, adv: Tensor) -> dict[str, float]:
+        actor = self.actor
+        with torch.no_grad():
+            old_dist = actor.get_dist(obs_td.clone(False))
+            old_logp = old_dist.log_prob(action)
+
+        def log_prob_fn() -> Tensor:
+            return actor.get_dist(obs_td.clone(False)).log_prob(action)
+
+        def kl_fn() -> Tensor:
+            return mean_kl(old_dist, actor.get_dist(obs_td.clone(False)))
+
+        def surrogate_fn() -> Tensor:
+            return ((log_prob_fn() - old_logp).exp() * adv).mean()
+
+        direction = self.curvature.direction(PolicyBatch(actor, log_prob_fn, adv, kl_fn))
+        params = [p for p in actor.parameters() if p.requires_grad]
+        result = take_step(
+            self.cfg["step_rule"],
+            params,
+            direction.vector,
+            direction.dFd,
+            lr=float(self.lr(self.updates)),
+            max_kl=self.cfg["max_kl"],
+            kl_fn=kl_fn,
+            surrogate_fn=surrogate_fn,
+            max_backtracks=self.cfg["line_search"]["max_backtracks"],
+            shrink=self.cfg["line_search"]["shrink"],
+        )
+        self.curvature.observe(
+            kl=result.kl,
+            applied=result.applied,
+            eta=result.eta if result.applied else float("nan"),
+            surrogate_gain=result.surrogate_gain if result.applied else float("nan"),
+        )
+        if not result.applied:
+            self.skipped_updates += 1
+            warnings.warn(f"update {self.updates} skipped: {result.reason}", RuntimeWarning, stacklevel=2)
+        self._warn_on_exploding_norm(direction.norm * (result.eta if math.isfinite(result.eta) else 1.0))
+
+        metrics = {f"{M.CURVATURE_PREFIX}{k}": v for k, v in direction.metrics().items()}
+        metrics.update(
+            {
+                M.ETA: result.eta,
+                M.BACKTRACKS: float(result.backtracks),
+                M.APPROX_KL: result.kl,
+                M.SURROGATE_GAIN: result.surrogate_gain,
+                M.ENTROPY: float(old_dist.entropy().mean()),
+            }
+        )
+        return metrics
+
+    def _warn_on_exploding_norm(self, step_norm: float) -> None:
+        """The paper's failure mode with too small a damping: update norms that explode."""
+        hist = self._norm_history
+        if math.isfinite(step_norm) and len(hist) >= 5:
+            median = sorted(hist)[len(hist) // 2]
+            if median > 0 and step_norm > self.cfg["explode_factor"] * median:
+                warnings.warn(
+                    f"update norm {step_norm:.3g} is {step_norm / median:.0f}x the recent median "
+                    f"({median:.3g}): the damping may be too small for this step rule",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        if math.isfinite(step_norm):
+            hist.append(step_norm)
+            del hist[:-50]
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"curvature": self.curvature.state_dict(), "norm_history": list(self._norm_history)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.curvature.load_state_dict(state["curvature"])
+        self._norm_history = list(state["norm_history"])

@@ -1,0 +1,197 @@
+"""``ngac train``, top to bottom: check the input, open the MLflow run, hand the rest to Lightning.
+
+1. :class:`TrainingRun` checks everything that can be wrong before anything exists
+   (:mod:`ngac.validate`): config values, the checkpoint to resume, the output folder, the
+   tracking store, the rendering backend.
+2. :meth:`TrainingRun.fit` installs the stop signals, creates (or re-opens) the MLflow run, builds
+   the agent (:data:`ngac.agents.AGENTS`) and the collection data module, and calls
+   ``lightning.Trainer.fit(..., ckpt_path=resume)``. Any failure after the run exists marks it
+   FAILED; a signal marks it KILLED after a checkpoint; a finished run is FINISHED.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
+
+import ngac
+from ngac.agents import AGENTS, OnPolicyAgent
+from ngac.agents.callbacks import FrameCheckpoint, PeriodicEvaluation, StopFlag
+from ngac.agents.data import RolloutData
+from ngac.agents.progress import FramesProgressBar
+from ngac.envs import action_kind, env_dims
+
+from .mlflow_utils import resolve_tracking_uri
+from .sweeps import SWEEP_ENV, SWEEP_PARENT_ENV
+from .tracking import RunLogger
+from .validate import (
+    check_compatible,
+    check_gl_backend,
+    check_out_dir,
+    check_tracking_server,
+    read_checkpoint,
+    validate_config,
+)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class Outcome:
+    status: str = "FAILED"  # FINISHED | KILLED | FAILED
+    signal: int | None = None
+    final: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.status == "FINISHED" else (128 + self.signal if self.signal else 1)
+
+
+class TrainingRun:
+    """One ``ngac train`` run. Constructing it checks all input; :meth:`fit` runs it."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        validate_config(cfg)
+        check_gl_backend()
+        self.container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
+        self.agent_cls: type[OnPolicyAgent] = AGENTS[cfg.agent.name]
+        self.resume_from: Path | None = None
+        run_id = None
+        if cfg.resume:
+            ckpt = read_checkpoint(cfg.resume)
+            check_compatible(ckpt, cfg, cfg.resume)
+            run_id = ckpt["ngac"]["mlflow_run_id"]
+            self.resume_from = Path(cfg.resume).resolve()
+            self.out_dir = self.resume_from.parent.parent
+        else:
+            self.out_dir = Path(cfg.out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        check_out_dir(self.ckpt_dir)
+        self.tracking_uri = resolve_tracking_uri(cfg.logger.tracking_uri)
+        check_tracking_server(self.tracking_uri)
+        self.mlflow_run_id: str | None = run_id
+        self.algo = str(cfg.logger.algo or self.agent_cls.algo_name(self.container))
+        self.model: OnPolicyAgent | None = None
+        self.outcome = Outcome()
+
+    def tags(self) -> dict[str, str]:
+        cfg = self.cfg
+        tags = {
+            "algo": self.algo,
+            "agent": cfg.agent.name,
+            "env": cfg.env.id,
+            "seed": str(cfg.seed),
+            "git_commit": git_commit(),
+            "ngac_version": ngac.__version__,
+        }
+        if self.agent_cls.uses_curvature:
+            tags.update(backend=cfg.curvature.name, step_rule=cfg.agent.step_rule)
+        if sweep := cfg.logger.sweep or os.environ.get(SWEEP_ENV):
+            tags["sweep"] = str(sweep)
+        if parent := os.environ.get(SWEEP_PARENT_ENV):
+            tags["mlflow.parentRunId"] = parent
+        return tags
+
+    def _build(self, stop: StopFlag) -> tuple[L.Trainer, OnPolicyAgent, RolloutData]:
+        cfg = self.cfg
+        L.seed_everything(cfg.seed, workers=False, verbose=False)
+        torch.set_num_threads(cfg.trainer.num_threads)
+        obs_dim, act_dim = env_dims(cfg.env)
+        model = self.agent_cls.from_config(self.container, obs_dim, act_dim, action_kind(cfg.env))
+        model.run_meta = {
+            "config": self.container,
+            "mlflow_run_id": self.mlflow_run_id,
+            "algo": self.algo,
+            "ngac_version": ngac.__version__,
+        }
+        if note := model.advice():
+            warnings.warn(note, UserWarning, stacklevel=2)
+        data = RolloutData(
+            cfg.env,
+            seed=cfg.seed,
+            frames_per_batch=cfg.agent.frames_per_batch,
+            total_frames=cfg.trainer.total_frames,
+            max_bad_batches=cfg.trainer.max_bad_batches,
+        )
+        t = cfg.trainer
+        self.evaluation = PeriodicEvaluation(
+            cfg.env, every_frames=t.eval_every_frames, episodes=t.eval_episodes, seed=cfg.seed + 10_000,
+            total_frames=t.total_frames, stop=stop,
+        )  # fmt: skip
+        self.checkpoint = FrameCheckpoint(self.ckpt_dir, every_frames=t.checkpoint_every_frames, stop=stop)
+        callbacks: list[L.Callback] = [self.evaluation, self.checkpoint]
+        if t.progress_bar:
+            callbacks.append(FramesProgressBar(t.total_frames))
+        trainer = L.Trainer(
+            accelerator=t.accelerator,
+            devices=t.devices,
+            max_epochs=1,
+            logger=self.run_logger.lightning_logger,
+            log_every_n_steps=1,
+            enable_checkpointing=False,  # FrameCheckpoint: Lightning's checkpoints on a frame budget
+            enable_progress_bar=bool(t.progress_bar),
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            callbacks=callbacks,
+        )
+        return trainer, model, data
+
+    def fit(self) -> Outcome:
+        stop = StopFlag().install()  # before the MLflow run exists: no moment is left unguarded
+        outcome = self.outcome
+        try:
+            self.run_logger = RunLogger(self.cfg, run_id=self.mlflow_run_id, tags=self.tags(), out_dir=self.out_dir)
+        except BaseException:
+            stop.restore()
+            raise
+        self.mlflow_run_id = self.run_logger.run_id
+        try:
+            if self.resume_from is None:
+                self.run_logger.log_config(self.cfg)
+            if not stop.requested:
+                trainer, self.model, self.data = self._build(stop)
+                try:
+                    trainer.fit(self.model, datamodule=self.data, ckpt_path=self.resume_from)
+                except SIGTERMException:
+                    pass  # Lightning's way of stopping on SIGTERM, after our checkpoint at the batch end
+            if stop.requested:
+                outcome.status, outcome.signal = "KILLED", stop.signum
+            else:
+                outcome.final = dict(self.evaluation.final)
+                path = self.checkpoint.path
+                if self.cfg.logger.log_checkpoint:
+                    self.run_logger.log_artifact(path, "checkpoints")
+                outcome.status = "FINISHED"
+                ret = outcome.final.get("eval/episode_return", float("nan"))
+                print(
+                    f"done: {self.model.frames} frames, eval return {ret:.2f}; checkpoint {path}; "
+                    f"MLflow run {self.mlflow_run_id} at {self.tracking_uri}"
+                )
+        except KeyboardInterrupt:
+            outcome.status, outcome.signal = "KILLED", int(stop.signum or 2)
+        finally:
+            stop.restore()
+            self.run_logger.finish(outcome.status)
+        return outcome
+
+
+def train(cfg: DictConfig) -> Outcome:
+    return TrainingRun(cfg).fit()

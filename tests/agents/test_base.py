@@ -1,0 +1,63 @@
+"""The on-policy base: advantage normalisation, the checkpoint hooks, the metric table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ngac.agents import AGENTS, NaturalGradientAgent, PPOAgent
+from ngac.agents import metrics as M
+from ngac.agents.base import normalize_advantages
+
+AGENT_CFG = {
+    "hidden_sizes": [8],
+    "activation": "tanh",
+    "init_log_std": -0.5,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "normalize_advantages": True,
+    "step_rule": "trust_region",
+    "lr": 0.01,
+    "max_kl": 0.01,
+    "line_search": {"max_backtracks": 10, "shrink": 0.5},
+    "explode_factor": 100.0,
+    "critic": {"hidden_sizes": [8], "lr": 1e-3, "epochs": 1, "minibatch_size": 4},
+}
+
+
+def test_normalize_advantages_batch_of_one_stays_finite():
+    assert torch.equal(normalize_advantages(torch.tensor([3.0])), torch.tensor([3.0]))
+    out = normalize_advantages(torch.tensor([1.0, 2.0, 3.0, 6.0]))
+    assert abs(float(out.mean())) < 1e-6 and abs(float(out.std()) - 1) < 1e-6
+
+
+def test_checkpoint_hooks_round_trip_counters_and_curvature_state():
+    a = NaturalGradientAgent(AGENT_CFG, {"name": "kfac", "damping": 0.1}, 3, 2, "continuous")
+    a.frames, a.updates, a.skipped_updates = 640, 20, 1
+    a.curvature.num_updates = 20
+    a.run_meta = {"config": {"x": 1}, "mlflow_run_id": "abc"}
+    ckpt: dict = {}
+    a.on_save_checkpoint(ckpt)
+    assert ckpt["ngac"]["format"] == "ngac-checkpoint" and ckpt["ngac"]["mlflow_run_id"] == "abc"
+    b = NaturalGradientAgent(AGENT_CFG, {"name": "kfac", "damping": 0.1}, 3, 2, "continuous")
+    b.on_load_checkpoint(ckpt)
+    assert (b.frames, b.updates, b.skipped_updates) == (640, 20, 1)
+    assert b.curvature.num_updates == 20
+    assert b.run_meta["config"] == {"x": 1}
+
+
+def test_ppo_has_no_curvature_and_names_itself():
+    cfg = {"agent": {**AGENT_CFG, "name": "ppo", "clip_epsilon": 0.2, "entropy_coeff": 0.0, "critic_coeff": 0.5}}
+    agent = PPOAgent.from_config(cfg, 3, 2, "continuous")
+    assert not hasattr(agent, "curvature") and not PPOAgent.uses_curvature
+    assert PPOAgent.algo_name(cfg) == "ppo"
+    assert NaturalGradientAgent.algo_name({"curvature": {"name": "diagonal"}}) == "diagonal"
+    assert set(AGENTS) == {"nac", "ppo"}
+
+
+def test_readme_lists_every_metric_with_its_unit():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [name for name in M.METRICS if f"`{name}`" not in readme]
+    assert not missing, f"README metric table lacks {missing}; paste ngac.agents.metrics.markdown_table()"
+    assert all(unit for unit, _ in M.METRICS.values())
