@@ -12,8 +12,9 @@ from .schedules import Schedule, as_schedule
 from .scores import BroadcastParameter, Scores
 
 # Import every backend module so that dropping a file into this folder is enough to add one.
+HELPERS = {"base", "schedules", "scores", "conjugate", "diagnostics", "damping_fit"}
 for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name not in {"base", "schedules", "scores"}:
+    if _mod.name not in HELPERS:
         importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = [

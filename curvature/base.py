@@ -9,8 +9,14 @@ KL to the behaviour policy) and asks the backend for a :class:`Direction`:
     d \approx (F + \lambda I)^{-1} g, \qquad g = \frac1B \sum_k A_k \nabla_\theta \log\pi_\theta(a_k|o_k).
 
 The agent applies :math:`\theta \leftarrow \theta + \eta d` and reports back with
-:meth:`Curvature.observe` (the measured KL, whether the step was applied). It never asks which
-backend it is talking to.
+:meth:`Curvature.observe` (the measured KL, whether the step was applied, the step size and the
+measured surrogate gain). It never asks which backend it is talking to.
+
+Every backend reports, besides its own diagnostics, ``lambda``, ``direction_norm``, ``dFd``,
+``direction_ms`` (the time of the direction alone; the agent's ``perf/update_ms`` is a whole update)
+and ``cos_to_gradient`` :math:`= d \cdot g / (|d|\,|g|)`. With ``diagnose_every = N > 0`` every
+N-th direction is also compared with the damped natural gradient of the same batch (see
+:mod:`.diagnostics`): ``cos_to_natural``, ``cos_to_natural_fisher``, ``diagnose_ms``.
 
 Adding a backend: one file in ``curvature/`` with a subclass decorated by :func:`register`, and
 one ``configs/curvature/<name>.yaml``.
@@ -29,6 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from .diagnostics import natural_gradient_diagnostics
 from .schedules import Schedule, as_schedule
 from .scores import Scores
 
@@ -45,6 +52,9 @@ class PolicyBatch:
     kl_fn: Callable[[], Tensor] | None = None
     """Mean ``KL(pi_old || pi_theta)`` over the batch states, with graph (exact Fisher products)."""
     params: list[Tensor] | None = None
+    all_mean: Callable[[Tensor], Tensor] | None = None
+    """Average this tensor across data-parallel ranks (``None``: a single process). Every batch
+    statistic a backend uses goes through it; per-rank batches must have equal sizes."""
 
     def __post_init__(self) -> None:
         if self.params is None:
@@ -52,13 +62,35 @@ class PolicyBatch:
 
     @cached_property
     def scores(self) -> Scores:
-        return Scores.capture(self.policy, self.log_prob_fn, self.params)
+        return Scores.capture(self.policy, self.log_prob_fn, self.params, all_mean=self.all_mean)
+
+    @cached_property
+    def _advantages(self) -> Tensor:
+        return self.advantages.detach().to(self.scores.a[0].dtype)
 
     @cached_property
     def grad(self) -> Tensor:
         r"""The policy gradient :math:`g = \frac1B \sum_k A_k s_k` (flat, ascent direction)."""
-        adv = self.advantages.detach().to(self.scores.a[0].dtype)
-        return self.scores.weighted_sum(adv / adv.shape[0])
+        if "mean_score_split" in self.__dict__:  # already paid for: g = A_bar s_bar + w
+            s_bar, w, a_bar = self.mean_score_split
+            return w + a_bar * s_bar
+        return self.scores.weighted_mean(self._advantages)
+
+    @cached_property
+    def mean_score_split(self) -> tuple[Tensor, Tensor, Tensor]:
+        r""":math:`(\bar s, w, \bar A)` with :math:`\bar s = \frac1B\sum_k s_k`,
+        :math:`\bar A = \frac1B\sum_k A_k` and :math:`w = \frac1B\sum_k (A_k - \bar A) s_k`, so that
+        :math:`g = \bar A \bar s + w` exactly.
+
+        Both vectors come from one stacked contraction (:meth:`Scores.weighted_means`). The split keeps
+        the part of ``g`` that is parallel to :math:`\bar s` by construction (all of it for a batch of
+        one or constant advantages) out of any subtraction.
+        """
+        adv = self._advantages
+        a_bar = self.scores.reduce(adv.mean())
+        C = torch.stack([torch.ones_like(adv), adv - a_bar], dim=1)
+        rows = self.scores.weighted_means(C)
+        return rows[0], rows[1], a_bar
 
     @property
     def batch_size(self) -> int:
@@ -76,26 +108,41 @@ class Direction:
     """``d^T F d`` under the Fisher the backend solved with (the empirical Fisher of the batch unless
     the backend reports another, as CG on the KL Hessian does); used by the trust-region step rule."""
     ms: float
+    """Time to produce the direction (``direction_ms``), without the optional diagnostic."""
     finite: bool
+    cos_to_gradient: float = float("nan")
     extras: dict[str, float] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
-        out = {"lambda": self.damping, "direction_norm": self.norm, "dFd": self.dFd, "update_ms": self.ms}
+        out = {
+            "lambda": self.damping,
+            "direction_norm": self.norm,
+            "dFd": self.dFd,
+            "direction_ms": self.ms,
+            "cos_to_gradient": self.cos_to_gradient,
+        }
         out.update(self.extras)
         return out
+
+
+#: Step rules that choose the step length themselves: under them only a direction's *shape* acts.
+LENGTH_FREE_STEP_RULES = ("trust_region", "line_search")
 
 
 class Curvature(ABC):
     """Base class: a damped curvature approximation that turns ``g`` into a direction.
 
     Subclasses implement :meth:`solve`; stateful ones extend :meth:`state_dict` /
-    :meth:`load_state_dict`.
+    :meth:`load_state_dict`. Every backend accepts ``damping`` (a number or a schedule) and
+    ``diagnose_every`` (0: off; N: compare every N-th direction with the natural gradient).
     """
 
     name: ClassVar[str] = ""
 
-    def __init__(self, damping: float | Schedule | dict = 0.1) -> None:
+    def __init__(self, damping: float | Schedule | dict = 0.1, diagnose_every: int = 0) -> None:
         self.damping: Schedule = as_schedule(damping, f"{self.name}.damping")
+        check_int(f"{self.name}.diagnose_every", diagnose_every, 0, " (0 disables the diagnostic)")
+        self.diagnose_every = diagnose_every
         self.num_updates = 0
 
     # The damping actually used at this update; the hybrid overrides it.
@@ -105,6 +152,10 @@ class Curvature(ABC):
     @abstractmethod
     def solve(self, batch: PolicyBatch, damping: float) -> tuple[Tensor, dict[str, float]]:
         """Return the flat direction and backend-specific diagnostics."""
+
+    def diagnoses(self, update: int) -> bool:
+        """Whether update number ``update`` (0-based) runs the natural-gradient diagnostic."""
+        return self.diagnose_every > 0 and update % self.diagnose_every == 0
 
     def direction(self, batch: PolicyBatch) -> Direction:
         start = time.perf_counter()
@@ -116,18 +167,32 @@ class Curvature(ABC):
             dFd = extras.pop("dFd", None)
             if dFd is None:
                 dFd = float(batch.scores.quadratic(vec)) if finite else float("nan")
-            norm = float(vec.norm())
-        if vec.is_cuda:
-            torch.cuda.synchronize(vec.device)
+            g = batch.grad
+            norm, g_norm, gd = (float(t) for t in torch.stack([vec.norm(), g.norm(), torch.dot(g, vec)]))
+        _sync(vec)
         ms = (time.perf_counter() - start) * 1e3
+        cos = gd / (norm * g_norm) if norm > 0 and g_norm > 0 else float("nan")
+        if self.diagnoses(self.num_updates):
+            start = time.perf_counter()
+            with torch.no_grad():
+                extras.update(natural_gradient_diagnostics(batch, vec, lam))
+            _sync(vec)
+            extras["diagnose_ms"] = (time.perf_counter() - start) * 1e3
         self.num_updates += 1
-        return Direction(vec, lam, norm, dFd, ms, finite, extras)
+        return Direction(vec, lam, norm, dFd, ms, finite, cos, extras)
 
-    def observe(self, *, kl: float, applied: bool) -> None:
-        """Feedback after the agent's step: the measured KL and whether the step was applied."""
+    def observe(self, *, kl: float, applied: bool, eta: float, surrogate_gain: float) -> None:
+        r"""Feedback after the agent's step :math:`\theta + \eta d` (stateless backends ignore it).
+
+        ``kl``: the measured mean KL(old || new); ``applied``: whether the step was kept; ``eta``: the
+        step size actually applied; ``surrogate_gain``: the measured improvement of the importance-
+        weighted surrogate. ``eta`` and ``surrogate_gain`` are nan when the step was not applied.
+        """
+        return None
 
     def advise(self, step_rule: str) -> str | None:
-        """A one-line note when this backend cannot do its job under ``step_rule``, else None.
+        """A one-line note when this configuration cannot do its job under ``step_rule``, else None
+        (e.g. it is the identity backend up to scale under a step rule that sets the length).
 
         The trainer shows it once, as a warning, before training starts.
         """
@@ -138,6 +203,12 @@ class Curvature(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.num_updates = int(state["num_updates"])
+
+
+def _sync(t: Tensor) -> None:
+    """Wait for queued device work so that wall-clock times are real."""
+    if t.is_cuda:
+        torch.cuda.synchronize(t.device)
 
 
 def check_int(key: str, value: Any, minimum: int, note: str = "") -> None:

@@ -1,17 +1,10 @@
 r"""Conjugate gradient on Fisher-vector products: the TRPO / NPG direction ("AC-CG").
 
-Solves :math:`(F + \lambda I)\,x = g` by conjugate gradient from :math:`x_0 = 0`:
-
-.. math::
-
-    r_0 = p_0 = g,\quad
-    \alpha_i = \frac{r_i^T r_i}{p_i^T (F+\lambda I) p_i},\quad
-    x_{i+1} = x_i + \alpha_i p_i,\quad
-    r_{i+1} = r_i - \alpha_i (F+\lambda I) p_i,\quad
-    p_{i+1} = r_{i+1} + \frac{r_{i+1}^T r_{i+1}}{r_i^T r_i} p_i,
-
-stopping after ``iters`` iterations or once :math:`|r_i| \le` ``tol``. Two Fisher-vector
-products:
+Solves :math:`(F + \lambda I)\,x = g` by conjugate gradient from :math:`x_0 = 0`
+(:func:`.conjugate.conjugate_gradient`), stopping after ``iters`` iterations, once
+:math:`|r_i| \le` ``tol`` :math:`\cdot |g|` (``tol`` is *relative* to the gradient's norm), or at the
+first non-finite iterate (returned as is, so the step is refused). ``cg_iters`` and
+``cg_residual`` (:math:`|r|/|g|` at exit) are logged. Two Fisher-vector products:
 
 ``fisher="empirical"``
     :math:`F v = \frac1B \sum_k s_k (s_k \cdot v)` from the captured per-layer inputs and output
@@ -35,6 +28,7 @@ import torch
 from torch import Tensor
 
 from .base import Curvature, PolicyBatch, check_int, check_number, register
+from .conjugate import conjugate_gradient
 from .schedules import Schedule
 
 FISHERS = ("empirical", "kl_hessian")
@@ -43,35 +37,9 @@ FISHERS = ("empirical", "kl_hessian")
 def validate_cg_options(prefix: str, iters: int, tol: float, fisher: str = "empirical") -> None:
     """One-line ``ValueError`` for unusable CG options."""
     check_int(f"{prefix}.iters", iters, 1)
-    check_number(f"{prefix}.tol", tol, lambda v: v >= 0.0, "a number >= 0")
+    check_number(f"{prefix}.tol", tol, lambda v: 0.0 <= v < 1.0, "a number in [0, 1) (relative to |g|)")
     if fisher not in FISHERS:
         raise ValueError(f"{prefix}.fisher={fisher!r} is not valid; choose one of {list(FISHERS)}")
-
-
-def conjugate_gradient(
-    matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int, tol: float
-) -> tuple[Tensor, int, float]:
-    """Solve ``M x = b`` for symmetric positive definite ``M`` given as ``matvec``.
-
-    Returns ``(x, iterations used, final residual norm)``.
-    """
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rr = torch.dot(r, r)
-    used = 0
-    for _ in range(iters):
-        if float(rr) <= tol * tol:
-            break
-        Mp = matvec(p)
-        alpha = rr / torch.dot(p, Mp)
-        x.add_(alpha * p)
-        r.sub_(alpha * Mp)
-        rr_new = torch.dot(r, r)
-        p = r + (rr_new / rr) * p
-        rr = rr_new
-        used += 1
-    return x, used, float(rr.sqrt())
 
 
 def fisher_vector_product(batch: PolicyBatch, fisher: str) -> Callable[[Tensor], Tensor]:
@@ -91,7 +59,7 @@ def fisher_vector_product(batch: PolicyBatch, fisher: str) -> Callable[[Tensor],
     def fvp(v: Tensor) -> Tensor:
         with torch.enable_grad():
             hv = torch.autograd.grad(torch.dot(flat_grad, v.to(flat_grad)), params, retain_graph=True)
-        return torch.cat([h.reshape(-1) for h in hv]).detach().to(v)
+        return batch.scores.reduce(torch.cat([h.reshape(-1) for h in hv]).detach().to(v))
 
     return fvp
 
@@ -99,13 +67,14 @@ def fisher_vector_product(batch: PolicyBatch, fisher: str) -> Callable[[Tensor],
 def cg_solve(
     batch: PolicyBatch, damping: float, *, iters: int = 10, tol: float = 1e-10, fisher: str = "empirical"
 ) -> tuple[Tensor, dict[str, float]]:
-    r"""CG on :math:`(F + \lambda I) x = g` for ``batch``; returns ``(x, diagnostics)``."""
+    r"""CG on :math:`(F + \lambda I) x = g` for ``batch`` (``tol`` relative); returns ``(x, diagnostics)``."""
     fvp = fisher_vector_product(batch, fisher)
-    x, used, res = conjugate_gradient(lambda v: fvp(v) + damping * v, batch.grad, iters, tol)
-    extras = {"cg_iters": float(used), "cg_residual": res}
+    res = conjugate_gradient(lambda v: fvp(v) + damping * v, batch.grad, iters, tol)
+    x = res.x
+    extras = {"cg_iters": float(res.iters), "cg_residual": res.relative_residual}
     if fisher == "kl_hessian":
         # The trust-region step must measure x with the Fisher it was solved with (TRPO's x^T H x).
-        extras["dFd"] = float(torch.dot(x, fvp(x)))
+        extras["dFd"] = float(torch.dot(x, fvp(x))) if res.finite else float("nan")
     return x, extras
 
 
@@ -119,8 +88,9 @@ class ConjugateGradient(Curvature):
         iters: int = 10,
         tol: float = 1e-10,
         fisher: Literal["empirical", "kl_hessian"] = "empirical",
+        diagnose_every: int = 0,
     ) -> None:
-        super().__init__(damping)
+        super().__init__(damping, diagnose_every)
         validate_cg_options("cg", iters, tol, fisher)
         self.iters = iters
         self.tol = float(tol)

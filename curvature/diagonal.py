@@ -18,8 +18,8 @@ from .base import Curvature, PolicyBatch, register
 
 @register("diagonal")
 class Diagonal(Curvature):
-    def __init__(self, damping: float | dict = 0.1) -> None:
-        super().__init__(damping)
+    def __init__(self, damping: float | dict = 0.1, diagnose_every: int = 0) -> None:
+        super().__init__(damping, diagnose_every)
 
     def solve(self, batch: PolicyBatch, damping: float) -> tuple[Tensor, dict[str, float]]:
         diag = batch.scores.diagonal()

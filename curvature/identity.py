@@ -14,8 +14,8 @@ from .base import Curvature, PolicyBatch, register
 
 @register("identity")
 class Identity(Curvature):
-    def __init__(self, damping: float | dict = 1.0) -> None:
-        super().__init__(damping)
+    def __init__(self, damping: float | dict = 1.0, diagnose_every: int = 0) -> None:
+        super().__init__(damping, diagnose_every)
 
     def solve(self, batch: PolicyBatch, damping: float) -> tuple[Tensor, dict[str, float]]:
         return batch.grad.clone(), {}

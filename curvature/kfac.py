@@ -28,6 +28,11 @@ the damped solve is exact for the factors of the last refresh:
     (A \otimes G + \lambda I)^{-1} \operatorname{vec}(V)
     = \operatorname{vec}\!\Big(Q_G \big[(Q_G^T V Q_A) \oslash (e_G e_A^T + \lambda)\big] Q_A^T\Big).
 
+A batch whose factors are not finite (a NaN or inf anywhere in :math:`\hat A, \hat G`) never enters the
+running averages: the update reports ``kfac_factors_rejected = 1`` and, when no factors exist yet,
+returns a non-finite direction (so the agent refuses the step); the next clean batch continues from
+the factors as they were.
+
 Time per update O(B \sum (in'^2 + out^2)) for the factors (every ``factor_every`` updates), plus
 O(\sum in'^3 + out^3) per refresh, plus O(\sum in' out (in' + out)) for the solve;
 memory :math:`\sum_\ell in'^2 + out^2`, never a ``d x d`` tensor.
@@ -55,8 +60,9 @@ class KFAC(Curvature):
         decay: float = 0.95,
         inverse_every: int = 10,
         factor_every: int = 1,
+        diagnose_every: int = 0,
     ) -> None:
-        super().__init__(damping)
+        super().__init__(damping, diagnose_every)
         check_number("kfac.decay", decay, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
         check_int("kfac.inverse_every", inverse_every, 1)
         check_int("kfac.factor_every", factor_every, 1)
@@ -110,9 +116,17 @@ class KFAC(Curvature):
         scores = batch.scores
         t = self.num_updates  # 0-based index of this update
         changed = self.factor_updates == 0 or self._layers_changed(scores)
+        rejected = False
         if changed or t % self.factor_every == 0:
-            self.update_factors(scores.kronecker_factors())
-        refreshed = changed or not self.QA or t % self.inverse_every == 0
+            factors = scores.kronecker_factors()
+            rejected = not bool(torch.stack([torch.isfinite(f).all() for pair in factors for f in pair]).all())
+            if not rejected:
+                self.update_factors(factors)
+        extras = {"kfac_factors_rejected": float(rejected)}
+        if self.factor_updates == 0 or self._layers_changed(scores):  # nothing usable to solve with
+            extras.update(kfac_refreshed=0.0, kfac_factor_updates=float(self.factor_updates))
+            return torch.full_like(batch.grad, float("nan")), extras
+        refreshed = (changed and not rejected) or not self.QA or t % self.inverse_every == 0
         if refreshed:
             self.refresh_eigenbases()
         mats = scores.to_layers(batch.grad)
@@ -122,7 +136,8 @@ class KFAC(Curvature):
             W = W / (eG[:, None] * eA[None, :] + damping)
             out.append((QG @ W @ QA.T).to(V))
         vec = scores.to_flat(out)
-        return vec, {"kfac_refreshed": float(refreshed), "kfac_factor_updates": float(self.factor_updates)}
+        extras.update(kfac_refreshed=float(refreshed), kfac_factor_updates=float(self.factor_updates))
+        return vec, extras
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

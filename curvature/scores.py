@@ -26,6 +26,13 @@ is the special case :math:`a_k = 1`.
 
 The hooks that record :math:`a` and :math:`\delta` exist only inside
 :meth:`Scores.capture`: a rollout or the advantage-weighted backward never touches them.
+
+Data parallelism: every batch *statistic* (a mean over samples: :meth:`Scores.weighted_mean`,
+:meth:`Scores.mean`, :meth:`Scores.fisher_vector_product`, :meth:`Scores.quadratic`,
+:meth:`Scores.diagonal`, :meth:`Scores.kronecker_factors`, :meth:`Scores.batch_mean`) passes through
+``all_mean`` ("average this tensor across data-parallel ranks"), so with equal per-rank batch sizes
+it is the statistic of the concatenated batch. Per-sample quantities (:meth:`Scores.dot`,
+:meth:`Scores.sq_norms`) and the raw local sum :meth:`Scores.weighted_sum` are not reduced.
 """
 
 from __future__ import annotations
@@ -75,9 +82,16 @@ class Scores:
     """
 
     def __init__(
-        self, params: list[Tensor], a: list[Tensor], delta: list[Tensor], has_bias: list[bool], slots: list[_Slot]
+        self,
+        params: list[Tensor],
+        a: list[Tensor],
+        delta: list[Tensor],
+        has_bias: list[bool],
+        slots: list[_Slot],
+        all_mean: Callable[[Tensor], Tensor] | None = None,
     ):
         self.params = params
+        self.all_mean = all_mean  # None: a single process
         self.has_bias = has_bias  # per layer: is the last column of ``a`` the bias column of ones
         self.a = a  # per layer: [B, in'] (bias column of ones appended where the layer has a bias)
         self.delta = delta  # per layer: [B, out]
@@ -92,6 +106,7 @@ class Scores:
         policy: nn.Module,
         log_prob_fn: Callable[[], Tensor],
         params: list[Tensor] | None = None,
+        all_mean: Callable[[Tensor], Tensor] | None = None,
     ) -> Scores:
         """Run ``log_prob_fn`` once under recording hooks and backpropagate ``sum_k log pi_k``.
 
@@ -146,11 +161,17 @@ class Scores:
                     f"its output gradient would be wrong: use out-of-place activations"
                 )
             if len(outputs[i]) > 1:
-                raise ValueError(f"module {modules[i]} was called {len(outputs[i])} times; per-sample scores need one call")
+                raise ValueError(
+                    f"module {modules[i]} was called {len(outputs[i])} times; per-sample scores need one call"
+                )
             if inputs[i][0].dim() != 2 and not isinstance(modules[i], BroadcastParameter):
-                raise ValueError(f"module {modules[i]} got a {inputs[i][0].dim()}-d input; flatten the batch to [B, features]")
+                raise ValueError(
+                    f"module {modules[i]} got a {inputs[i][0].dim()}-d input; flatten the batch to [B, features]"
+                )
         with torch.enable_grad():
-            deltas = torch.autograd.grad(total, [outputs[i][0] for i in used], allow_unused=True, materialize_grads=True)
+            deltas = torch.autograd.grad(
+                total, [outputs[i][0] for i in used], allow_unused=True, materialize_grads=True
+            )
         delta_of = dict(zip(used, deltas))
 
         a_list: list[Tensor] = []
@@ -163,7 +184,11 @@ class Scores:
                 dt = module.param.dtype
                 dev = module.param.device
                 a = torch.ones(batch, 1, dtype=dt, device=dev)
-                d = delta_of[i].reshape(batch, numel) if i in delta_of else torch.zeros(batch, numel, dtype=dt, device=dev)
+                d = (
+                    delta_of[i].reshape(batch, numel)
+                    if i in delta_of
+                    else torch.zeros(batch, numel, dtype=dt, device=dev)
+                )
             else:
                 lin: nn.Linear = module  # type: ignore[assignment]
                 if i in delta_of:
@@ -188,7 +213,7 @@ class Scores:
             kind = "full" if isinstance(modules[mi], BroadcastParameter) else pname
             slots.append(_Slot(layer_index[mi], kind, offset, p.numel(), p.shape))
             offset += p.numel()
-        return cls(params, a_list, d_list, bias_list, slots)
+        return cls(params, a_list, d_list, bias_list, slots, all_mean)
 
     # ------------------------------------------------------------ layout helpers
     def to_layers(self, v: Tensor) -> list[Tensor]:
@@ -206,34 +231,60 @@ class Scores:
         return mats
 
     def to_flat(self, mats: list[Tensor]) -> Tensor:
-        """Per-layer ``out x in'`` matrices -> flat vector in ``params`` order."""
+        """Per-layer ``[..., out, in']`` matrices -> flat ``[..., d]`` vectors in ``params`` order."""
+        lead = mats[0].shape[:-2]
         parts = []
         for s in self.slots:
             m = mats[s.layer]
             if s.kind == "weight":
-                w = m[:, :-1] if self.has_bias[s.layer] else m
-                parts.append(w.reshape(-1))
+                w = m[..., :-1] if self.has_bias[s.layer] else m
+                parts.append(w.reshape(*lead, -1))
             elif s.kind == "bias":
-                parts.append(m[:, -1])
+                parts.append(m[..., -1])
             else:
-                parts.append(m[:, 0])
-        return torch.cat(parts)
+                parts.append(m[..., 0])
+        return torch.cat(parts, dim=-1)
 
     def to_params(self, v: Tensor) -> list[Tensor]:
         """Flat vector -> list of tensors shaped like ``params``."""
         return [v[s.offset : s.offset + s.numel].view(s.shape) for s in self.slots]
 
     # -------------------------------------------------------------- quantities
+    def reduce(self, t: Tensor) -> Tensor:
+        """``all_mean(t)``: average a batch statistic across data-parallel ranks (identity if single)."""
+        return t if self.all_mean is None else self.all_mean(t)
+
+    def batch_mean(self, t: Tensor) -> Tensor:
+        """Mean over the (global) batch of per-sample values ``t`` (first dimension ``B``)."""
+        return self.reduce(t.mean(dim=0))
+
     def weighted_sum(self, c: Tensor) -> Tensor:
-        r""":math:`\sum_k c_k s_k` as a flat vector."""
+        r""":math:`\sum_k c_k s_k` over the *local* batch, as a flat vector (not reduced)."""
         return self.to_flat([(d * c[:, None]).T @ a for a, d in zip(self.a, self.delta)])
 
+    def weighted_mean(self, c: Tensor) -> Tensor:
+        r""":math:`\frac1B \sum_k c_k s_k` over the global batch (reduced)."""
+        return self.reduce(self.weighted_sum(c) / self.batch_size)
+
+    def weighted_means(self, C: Tensor) -> Tensor:
+        r"""Rows :math:`\frac1B \sum_k C_{kj} s_k`, ``[m, d]`` for ``C`` of shape ``[B, m]``, reduced.
+
+        One contraction per layer for all ``m`` columns: :math:`[\delta \odot C_{:1}, \dots]^T a`, a
+        single ``(m\,out) x B x in'`` matrix product instead of ``m`` (the score matrix is read once).
+        """
+        b, m = C.shape
+        mats = []
+        for a, d in zip(self.a, self.delta):
+            stacked = (C[:, :, None] * d[:, None, :]).reshape(b, m * d.shape[1])
+            mats.append((stacked.T @ a).view(m, d.shape[1], a.shape[1]))
+        return self.reduce(self.to_flat(mats) / b)
+
     def mean(self) -> Tensor:
-        r"""The batch-mean score :math:`\frac1B \sum_k s_k`."""
-        return self.weighted_sum(self.a[0].new_full((self.batch_size,), 1.0 / self.batch_size))
+        r"""The batch-mean score :math:`\bar s = \frac1B \sum_k s_k` (reduced)."""
+        return self.weighted_mean(self.a[0].new_ones(self.batch_size))
 
     def dot(self, v: Tensor) -> Tensor:
-        r"""Per-sample directional derivatives :math:`s_k \cdot v`, shape ``[B]``."""
+        r"""Per-sample directional derivatives :math:`s_k \cdot v`, shape ``[B]`` (local)."""
         out = None
         for a, d, m in zip(self.a, self.delta, self.to_layers(v)):
             term = ((d @ m) * a).sum(dim=1)
@@ -241,15 +292,15 @@ class Scores:
         return out
 
     def fisher_vector_product(self, v: Tensor) -> Tensor:
-        r"""Empirical Fisher times ``v``: :math:`\frac1B \sum_k s_k (s_k \cdot v)`."""
-        return self.weighted_sum(self.dot(v) / self.batch_size)
+        r"""Empirical Fisher times ``v``: :math:`\frac1B \sum_k s_k (s_k \cdot v)` (reduced)."""
+        return self.weighted_mean(self.dot(v))
 
     def quadratic(self, v: Tensor) -> Tensor:
-        r""":math:`v^T F v = \frac1B \sum_k (s_k \cdot v)^2`."""
-        return self.dot(v).pow(2).mean()
+        r""":math:`v^T F v = \frac1B \sum_k (s_k \cdot v)^2` (reduced)."""
+        return self.batch_mean(self.dot(v).pow(2))
 
     def sq_norms(self) -> Tensor:
-        r"""Per-sample squared norms :math:`|s_k|^2`, shape ``[B]``."""
+        r"""Per-sample squared norms :math:`|s_k|^2`, shape ``[B]`` (local)."""
         out = None
         for a, d in zip(self.a, self.delta):
             term = a.pow(2).sum(1) * d.pow(2).sum(1)
@@ -257,13 +308,17 @@ class Scores:
         return out
 
     def diagonal(self) -> Tensor:
-        r"""Diagonal of the empirical Fisher, :math:`\frac1B \sum_k s_k \odot s_k`."""
-        return self.to_flat([d.pow(2).T @ a.pow(2) / self.batch_size for a, d in zip(self.a, self.delta)])
+        r"""Diagonal of the empirical Fisher, :math:`\frac1B \sum_k s_k \odot s_k` (reduced)."""
+        return self.reduce(self.to_flat([d.pow(2).T @ a.pow(2) / self.batch_size for a, d in zip(self.a, self.delta)]))
 
     def kronecker_factors(self) -> list[tuple[Tensor, Tensor]]:
-        r"""Per layer :math:`(A, G) = (\frac1B a^T a, \frac1B \delta^T \delta)`."""
+        r"""Per layer :math:`(A, G) = (\frac1B a^T a, \frac1B \delta^T \delta)` (reduced in one call)."""
         b = self.batch_size
-        return [(a.T @ a / b, d.T @ d / b) for a, d in zip(self.a, self.delta)]
+        local = [f for a, d in zip(self.a, self.delta) for f in (a.T @ a / b, d.T @ d / b)]
+        if self.all_mean is not None:
+            flat = self.all_mean(torch.cat([f.reshape(-1) for f in local]))
+            local = [chunk.view_as(f) for chunk, f in zip(flat.split([f.numel() for f in local]), local)]
+        return list(zip(local[0::2], local[1::2]))
 
     def dense(self) -> Tensor:
         """The ``B x d`` per-sample score matrix. O(B d) memory: tests and dense mode only."""

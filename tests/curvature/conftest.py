@@ -20,7 +20,12 @@ from ngac.curvature import BroadcastParameter, PolicyBatch
 
 torch.set_num_threads(1)
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "sigmoid": nn.Sigmoid}
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "sigmoid": nn.Sigmoid,
+}
 
 
 def mlp(sizes: Sequence[int], activation: str = "tanh") -> nn.Sequential:
@@ -212,6 +217,16 @@ def new_data(problem: Problem, seed: int) -> Problem:
     torch.manual_seed(seed)
     a = problem.policy.sample(o)
     return Problem(problem.policy, o, a, torch.randn(problem.B, generator=gen, dtype=dtype))
+
+
+def float32_twin(p64: Problem, **shape) -> Problem:
+    """The same policy and batch as ``p64`` in float32 (parameters and data rounded once);
+    ``shape`` are the ``make_problem`` arguments ``p64`` was made with."""
+    p32 = make_problem(dtype=torch.float32, **shape)
+    p32.policy.load_state_dict({k: v.float() for k, v in p64.policy.state_dict().items()})
+    p32.obs, p32.act, p32.adv = p64.obs.float(), p64.act.float(), p64.adv.float()
+    p32.old = {k: v.detach().clone() for k, v in p32.policy.named_parameters()}
+    return p32
 
 
 @pytest.fixture

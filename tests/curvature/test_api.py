@@ -51,10 +51,21 @@ def test_unknown_option_names_valid_options(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan, True, "x", {"schedule": "bogus"},
-                                 {"schedule": "linear", "start": 1.0, "end": -0.1, "steps": 5},
-                                 {"schedule": "linear", "start": 1.0, "end": 0.1, "steps": 0},
-                                 {"schedule": "linear", "start": 1.0, "stop": 0.1}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        0.0,
+        -1.0,
+        math.inf,
+        math.nan,
+        True,
+        "x",
+        {"schedule": "bogus"},
+        {"schedule": "linear", "start": 1.0, "end": -0.1, "steps": 5},
+        {"schedule": "linear", "start": 1.0, "end": 0.1, "steps": 0},
+        {"schedule": "linear", "start": 1.0, "stop": 0.1},
+    ],
+)
 def test_bad_damping_rejected_at_construction(name: str, bad: Any) -> None:
     with pytest.raises(ValueError, match="damping"):
         build_curvature(name, damping=bad)
@@ -71,11 +82,15 @@ def test_bad_damping_rejected_at_construction(name: str, bad: Any) -> None:
         ("kfac", {"factor_every": 0}),
         ("cg", {"iters": 0}),
         ("cg", {"tol": -1.0}),
+        ("cg", {"tol": 1.0}),
+        ("identity", {"diagnose_every": -1}),
+        ("kfac", {"diagnose_every": 1.5}),
         ("cg", {"fisher": "bogus"}),
         ("hybrid", {"factor": 1.0}),
-        ("hybrid", {"tolerance": 0.5}),
-        ("hybrid", {"target_kl": 0.0}),
+        ("hybrid", {"rho_low": 0.8}),
+        ("hybrid", {"rho_high": float("nan")}),
         ("hybrid", {"min_damping": 2.0, "max_damping": 1.0}),
+        ("hybrid", {"damping": {"schedule": "linear", "start": 1.0, "end": 0.1, "steps": 5}}),
         ("hybrid", {"cg_every": -1}),
         ("hybrid", {"cg_iters": 0}),
         ("hybrid", {"mode": "bogus"}),
@@ -134,7 +149,8 @@ def test_state_dict_round_trip(spec: dict[str, Any]) -> None:
     a = build_curvature(**spec)
     for i, b in enumerate(batches[:3]):
         a.direction(b.batch(with_kl=True))
-        a.observe(kl=[0.5, 0.0, 0.012][i], applied=i != 2)
+        nan = float("nan")
+        a.observe(kl=[0.5, 0.0, 0.012][i], applied=i != 2, eta=[0.1, 1.0, nan][i], surrogate_gain=[0.2, 0.01, nan][i])
     state = a.state_dict()
     b = build_curvature(**spec)
     b.load_state_dict(state)
@@ -248,8 +264,12 @@ def test_cg_on_the_kl_hessian_reports_dFd_under_that_fisher():
             mu = net(obs)
             return torch.distributions.Independent(torch.distributions.Normal(mu, log_std(mu).exp()), 1)
 
-        batch = PolicyBatch(policy, lambda: dist().log_prob(act), adv,
-                            kl_fn=lambda: torch.distributions.kl_divergence(old, dist()).mean())
+        batch = PolicyBatch(
+            policy,
+            lambda: dist().log_prob(act),
+            adv,
+            kl_fn=lambda: torch.distributions.kl_divergence(old, dist()).mean(),
+        )
         d = build_curvature("cg", damping=0.1, iters=50, fisher="kl_hessian").direction(batch)
         params = list(policy.parameters())
         grad = torch.autograd.grad(torch.distributions.kl_divergence(old, dist()).mean(), params, create_graph=True)
@@ -262,13 +282,40 @@ def test_cg_on_the_kl_hessian_reports_dFd_under_that_fisher():
         torch.set_default_dtype(torch.float32)
 
 
-@pytest.mark.parametrize("name", ALL)
+IDENTITY_UP_TO_SCALE = [
+    {"name": "sherman_morrison", "mode": "batch_mean", "fisher_vector": "advantage_weighted"},
+    {"name": "hybrid", "mode": "batch_mean", "fisher_vector": "advantage_weighted"},
+]
+
+
+@pytest.mark.parametrize("spec", SPECS + IDENTITY_UP_TO_SCALE, ids=spec_id)
 @pytest.mark.parametrize("step_rule", ["fixed", "trust_region", "line_search"])
-def test_advice_only_where_a_backend_cannot_do_its_job(name: str, step_rule: str) -> None:
-    # Only hybrid has a mechanism (KL-driven damping) that a KL-normalising step rule disables.
-    note = build_curvature(name).advise(step_rule)
-    if name == "hybrid" and step_rule != "fixed":
-        assert note is not None and step_rule in note and "agent.step_rule=fixed" in note
-        assert "\n" not in note
+def test_advice_exactly_where_a_configuration_is_identity_up_to_scale(spec: dict[str, Any], step_rule: str) -> None:
+    note = build_curvature(**spec).advise(step_rule)
+    if spec in IDENTITY_UP_TO_SCALE and step_rule != "fixed":
+        assert note is not None and step_rule in note and "identity up to scale" in note and "\n" not in note
     else:
         assert note is None
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("step_rule", ["fixed", "trust_region", "line_search"])
+def test_defaults_advise_nothing(name: str, step_rule: str) -> None:
+    """`ngac train curvature=<name>` on its defaults (the hybrid included) warns about nothing."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert build_curvature(name).advise(step_rule) is None
+
+
+@pytest.mark.parametrize("fisher_vector", ["score", "advantage_weighted"])
+def test_advantage_weighted_batch_mean_is_parallel_to_g(problem: Problem, fisher_vector: str) -> None:
+    """The fact the advice rests on: v = g makes the direction g / (lambda + |g|^2)."""
+    d = build_curvature("sherman_morrison", damping=0.3, fisher_vector=fisher_vector).direction(problem.batch())
+    g = problem.g
+    if fisher_vector == "advantage_weighted":
+        torch.testing.assert_close(d.vector, g / (0.3 + g @ g), rtol=1e-12, atol=0)
+        assert d.cos_to_gradient == pytest.approx(1.0, abs=1e-12)
+    else:
+        assert d.cos_to_gradient < 1.0 - 1e-6

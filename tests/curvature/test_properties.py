@@ -45,4 +45,9 @@ def test_backends_match_dense_reference(cfg: dict, lam: float) -> None:
     single = (S * (A / (lam + sq))[:, None]).mean(0)
     torch.testing.assert_close(run("sherman_morrison", mode="single_sample"), single, **tol)
     torch.testing.assert_close(run("kfac"), p.solve(p.kron_matrix(p.kron_blocks()), lam), **tol)
-    torch.testing.assert_close(run("cg", iters=4 * p.d, tol=1e-14), p.solve(p.F, lam), rtol=1e-6, atol=1e-8 * (1 + float(p.g.abs().max()) / lam))
+    torch.testing.assert_close(
+        run("cg", iters=4 * p.d, tol=1e-14),
+        p.solve(p.F, lam),
+        rtol=1e-6,
+        atol=1e-8 * (1 + float(p.g.abs().max()) / lam),
+    )

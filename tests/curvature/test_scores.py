@@ -94,7 +94,9 @@ def gaussian_analytic_fisher(p: Problem) -> torch.Tensor:
     pol = p.policy
     net_params = {k: v.detach() for k, v in pol.net.named_parameters()}
     names = list(net_params)
-    jac = vmap(jacrev(lambda prm, o: functional_call(pol.net, prm, (o[None],))[0]), in_dims=(None, 0))(net_params, p.obs)
+    jac = vmap(jacrev(lambda prm, o: functional_call(pol.net, prm, (o[None],))[0]), in_dims=(None, 0))(
+        net_params, p.obs
+    )
     J = torch.cat([jac[n].reshape(p.B, jac[n].shape[1], -1) for n in names], dim=2)  # [B, act, d_mu]
     inv_var = (-2 * pol.log_std.param.detach()).exp()
     F_mu = torch.einsum("bai,a,baj->ij", J, inv_var, J) / p.B
