@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tests.envs.envtest_utils import ENV_CONFIG_FILES
 
 

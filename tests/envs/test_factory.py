@@ -1,27 +1,18 @@
-"""Every config builds and steps; API shape/dtype contract; config validation."""
+"""make_env: every config builds and steps, the output contract, hand-stepped gymnasium as reference, training mode."""
 
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from torchrl.collectors import Collector
+from torchrl.envs import GymEnv
 
-from ngac.envs import TASKS, action_kind, env_dims, make_env, validate_env_config
-from ngac.envs import _space_kind  # noqa: PLC2701 - the unsupported-space path
+from ngac.envs import ObsNorm, RewardScale, action_kind, env_dims, make_env, set_training, sync_normalization
+from tests.envs.envtest_utils import load_env_cfg, random_actions, run
 
-from tests.envs.envtest_utils import ENV_CONFIG_FILES, load_env_cfg, random_actions, run
-
-
-def test_every_task_has_a_config_and_back():
-    assert sorted(p.stem for p in ENV_CONFIG_FILES) == sorted(TASKS)
-    for name, gid in TASKS.items():
-        cfg = load_env_cfg(name)
-        assert cfg.id == gid
-        validate_env_config(cfg)
-        for key in ("num_envs", "normalize_obs", "scale_reward", "gamma", "max_episode_steps", "clip_obs"):
-            assert key in cfg, (name, key)
-        assert cfg.max_episode_steps is None
+_KEYS_NEXT = {"observation", "reward", "done", "terminated", "truncated", "episode_return", "episode_length"}
 
 
 def test_builds_and_steps(env_name):
@@ -34,6 +25,8 @@ def test_builds_and_steps(env_name):
     td = env.reset()
     assert td["observation"].shape == (n, obs_dim)
     assert td["observation"].dtype == torch.float32
+    for key, dtype in (("episode_return", torch.float32), ("episode_length", torch.int64)):
+        assert td[key].shape == (n, 1) and td[key].dtype == dtype and not td[key].any()
     steps, _ = run(env, td, random_actions(env, 4, seed=0))
     for s in steps:
         assert s.batch_size == (n,)
@@ -52,18 +45,108 @@ def test_builds_and_steps(env_name):
         assert s["next", "episode_return"].dtype == torch.float32
         assert s["next", "episode_length"].shape == (n, 1)
         assert s["next", "episode_length"].dtype == torch.int64
-        # gymnasium info keys are dropped
-        extra = set(s["next"].keys()) - {
-            "observation", "reward", "done", "terminated", "truncated", "episode_return", "episode_length"
-        }
+        extra = set(s["next"].keys()) - _KEYS_NEXT  # gymnasium info keys are dropped
         assert not extra, extra
     assert steps[-1]["next", "episode_length"].min() >= 1
     env.close()
 
 
-def test_collector_runs():
-    from torchrl.collectors import Collector
+def _reference(env_id, n, seed, actions, continuous, max_episode_steps=None):
+    """Step n plain gymnasium envs by hand (auto-reset on done) with the same seeds/actions."""
+    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    envs = []
+    for _ in range(n):
+        e = gym.make(env_id, **kwargs)
+        envs.append(gym.wrappers.ClipAction(e) if continuous else e)
+    first_obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)])
+    ret = np.zeros(n)
+    length = np.zeros(n, dtype=np.int64)
+    rows = []
+    for a in actions.numpy():
+        row = {"next_obs": [], "reward": [], "done": [], "term": [], "ret": [], "len": [], "root_obs": []}
+        for i, e in enumerate(envs):
+            o2, r, term, trunc, _ = e.step(a[i])
+            ret[i] += r
+            length[i] += 1
+            for k, v in (("next_obs", o2), ("reward", r), ("done", term or trunc), ("term", term)):
+                row[k].append(v)
+            row["ret"].append(ret[i])
+            row["len"].append(length[i])
+            if term or trunc:
+                o2, _ = e.reset()
+                ret[i] = 0.0
+                length[i] = 0
+            row["root_obs"].append(o2)
+        rows.append({k: np.array(v) for k, v in row.items()})
+    return first_obs, rows
 
+
+@pytest.mark.parametrize(
+    "name, scale, scale_reward, max_steps",
+    [
+        ("cartpole", 1.0, False, None),
+        ("inverted_pendulum", 3.0, True, None),
+        # every env truncates on the same step: TorchRL's full reset after it must not reset them again
+        ("pendulum", 1.0, True, 7),
+    ],
+)
+def test_matches_hand_stepped_gymnasium(name, scale, scale_reward, max_steps):
+    n, seed, T = 3, 11, 60
+    cfg = load_env_cfg(name, normalize_obs=False, scale_reward=scale_reward, num_envs=n, max_episode_steps=max_steps)
+    env = make_env(cfg, seed=seed)
+    actions = random_actions(env, T, seed=3, scale=scale)
+    td0 = env.reset()
+    steps, _ = run(env, td0, actions)
+    first_obs, ref = _reference(cfg.id, n, seed, actions, continuous=name != "cartpole", max_episode_steps=max_steps)
+
+    assert torch.equal(td0["observation"], torch.as_tensor(first_obs, dtype=torch.float32))
+    dones = np.stack([r["done"] for r in ref])
+    # the window must contain finished episodes, and at least one env with two of them
+    assert dones.any() and (dones.sum(0) >= 2).any()
+    if max_steps is not None:
+        assert dones.all(1).sum() >= 2
+    for t, (s, r) in enumerate(zip(steps, ref)):
+        assert s["next", "done"].squeeze(-1).tolist() == r["done"].tolist(), t
+        assert s["next", "terminated"].squeeze(-1).tolist() == r["term"].tolist(), t
+        # true next observation, also on the auto-reset step
+        assert torch.equal(s["next", "observation"], torch.as_tensor(r["next_obs"], dtype=torch.float32)), t
+        # the root observation of step t+1 is the reset observation where done
+        if t + 1 < T:
+            root = steps[t + 1]["observation"]
+            assert torch.equal(root, torch.as_tensor(r["root_obs"], dtype=torch.float32)), t
+        torch.testing.assert_close(
+            s["next", "episode_return"].squeeze(-1),
+            torch.as_tensor(r["ret"], dtype=torch.float32),
+            rtol=1e-6,
+            atol=1e-5,
+        )
+        assert s["next", "episode_length"].squeeze(-1).tolist() == r["len"].tolist(), t
+    raw = torch.as_tensor(np.stack([r["reward"] for r in ref]), dtype=torch.float32)
+    got = torch.stack([s["next", "reward"].squeeze(-1) for s in steps])
+    if scale_reward:
+        # the reward was scaled (same sign, different size), the episode return was not
+        assert not torch.allclose(got, raw)
+        assert torch.equal(got > 0, raw > 0)
+    else:
+        assert torch.equal(got, raw)
+
+
+def test_eval_env_reward_unscaled():
+    cfg = load_env_cfg("pendulum", num_envs=2, scale_reward=True)
+    train = make_env(cfg, seed=0)
+    ev = make_env(cfg, seed=0, training=False)
+    acts = random_actions(train, 5, seed=0)
+    a, _ = run(train, train.reset(), acts)
+    b, _ = run(ev, ev.reset(), acts)
+    # same trajectory, raw reward in eval, scaled in training; same episode return
+    assert not torch.equal(a[-1]["next", "reward"], b[-1]["next", "reward"])
+    assert torch.equal(a[-1]["next", "episode_return"], b[-1]["next", "episode_return"])
+    torch.testing.assert_close(
+        b[-1]["next", "episode_return"], sum(s["next", "reward"] for s in b), rtol=1e-6, atol=1e-5
+    )
+
+
+def test_collector_runs():
     cfg = load_env_cfg("inverted_pendulum", num_envs=4)
     env = make_env(cfg, seed=0)
     collector = Collector(env, policy=None, frames_per_batch=4 * 20, total_frames=4 * 40)
@@ -75,49 +158,6 @@ def test_collector_runs():
     assert b["next", "episode_return"].shape == (4, 20, 1)
     # random actions on InvertedPendulum end episodes quickly: the collector saw resets
     assert b["next", "done"].any()
-
-
-def test_dims_and_kind():
-    assert env_dims({"id": "HalfCheetah-v5"}) == (17, 6)
-    assert env_dims({"id": "CartPole-v1"}) == (4, 2)
-    assert env_dims({"id": "Acrobot-v1"}) == (6, 3)
-    assert action_kind({"id": "Pendulum-v1"}) == "continuous"
-    assert action_kind({"id": "CartPole-v1"}) == "discrete"
-
-
-@pytest.mark.parametrize(
-    "space", [gym.spaces.MultiDiscrete([2, 3]), gym.spaces.Dict({"a": gym.spaces.Discrete(2)})]
-)
-def test_unsupported_action_space(space):
-    with pytest.raises(ValueError, match="unsupported action space .*supported: Box") as err:
-        _space_kind(space)
-    assert "\n" not in str(err.value)
-
-
-@pytest.mark.parametrize(
-    "override, pattern",
-    [
-        ({"id": "HalfCheetah-v9"}, r"HalfCheetah-v9.*valid choices: .*HalfCheetah-v5"),
-        ({"id": 3}, r"env.id=3 must be a string"),
-        ({"num_envs": 0}, r"num_envs=0 .*>= 1"),
-        ({"num_envs": 2.5}, r"num_envs=2.5"),
-        ({"num_envs": True}, r"num_envs=True"),
-        ({"normalize_obs": "yes"}, r"normalize_obs='yes'.*true, false"),
-        ({"scale_reward": 1}, r"scale_reward=1\b"),
-        ({"gamma": 1.5}, r"gamma=1.5.*\(0, 1\]"),
-        ({"max_episode_steps": 0}, r"max_episode_steps=0"),
-        ({"clip_obs": -1.0}, r"clip_obs=-1.0"),
-    ],
-)
-def test_validate_errors(override, pattern, monkeypatch):
-    made = []
-    monkeypatch.setattr(gym, "make", lambda *a, **k: made.append(a) or pytest.fail("env created"))
-    cfg = OmegaConf.to_container(load_env_cfg("halfcheetah"))
-    cfg.update(override)
-    with pytest.raises(ValueError, match=pattern) as err:
-        validate_env_config(cfg)
-    assert "\n" not in str(err.value)
-    assert not made
 
 
 def test_make_env_rejects_bad_num_envs_override():
@@ -133,3 +173,42 @@ def test_max_episode_steps_respected():
     assert trunc[6].all() and not trunc[:6].any() and not trunc[7].any()
     assert steps[6]["next", "episode_length"].squeeze(-1).tolist() == [7, 7]
     assert steps[7]["next", "episode_length"].squeeze(-1).tolist() == [1, 1]
+
+
+def _norm(env) -> ObsNorm:
+    return next(t for t in env.transform if isinstance(t, ObsNorm))
+
+
+def test_stats_update_in_training_and_freeze_in_eval():
+    cfg = load_env_cfg("halfcheetah", num_envs=4)
+    train = make_env(cfg, seed=0)
+    acts = random_actions(train, 20, seed=0)
+    n = _norm(train)
+    before = {k: v.clone() for k, v in n.state_dict().items()}
+    run(train, train.reset(), acts)
+    after = n.state_dict()
+    assert not torch.equal(before["mean"], after["mean"])
+    assert not torch.equal(before["var"], after["var"])
+    assert after["count"] > before["count"]
+    assert set(after) >= {"mean", "var", "count"}
+
+    ev = make_env(cfg, seed=1, training=False)
+    sync_normalization(train, ev)
+    e = _norm(ev)
+    assert e.frozen
+    assert all(torch.equal(e.state_dict()[k], after[k]) for k in ("mean", "var", "count"))
+    frozen = {k: v.clone() for k, v in e.state_dict().items()}
+    run(ev, ev.reset(), acts)
+    assert all(torch.equal(e.state_dict()[k], frozen[k]) for k in frozen)
+    # no reward scaling in the eval env
+    assert not any(isinstance(t, RewardScale) for t in ev.transform)
+
+    set_training(ev, True)
+    run(ev, ev.reset(), acts[:3])
+    assert not torch.equal(e.state_dict()["mean"], frozen["mean"])
+
+
+def test_sync_normalization_rejects_foreign_env():
+
+    with pytest.raises(ValueError, match="ObsNorm transform missing"):
+        sync_normalization(make_env(load_env_cfg("pendulum", num_envs=1)), GymEnv("Pendulum-v1"))

@@ -1,4 +1,4 @@
-"""Same seed -> same rollout; env_state/load_env_state -> bitwise-identical continuation."""
+"""Same seed -> same rollout; env_state/load_env_state -> bitwise-identical continuation; load_normalization."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import io
 
 import pytest
 import torch
-from tests.envs.envtest_utils import load_env_cfg, random_actions, run
 
-from ngac.envs import env_state, load_env_state, make_env
+from ngac.envs import ObsNorm, env_state, load_env_state, load_normalization, make_env, vector_env
+from tests.envs.envtest_utils import load_env_cfg, random_actions, run
 
 KEYS = [
     ("next", "observation"),
@@ -88,3 +88,49 @@ def test_load_env_state_rejects_mismatch():
         load_env_state(make_env(cfg, num_envs=3, seed=0), state)
     with pytest.raises(ValueError, match="transforms differ"):
         load_env_state(make_env(cfg, seed=0, training=False), state)
+
+
+def test_resume_into_env_that_just_auto_reset_some_envs():
+    """The env restored into ended its last step with some (not all) envs auto-resetting: TorchRL's
+    VecGymEnvTransform remembers that step, and must not replay it into the restored state."""
+    n = 4
+    cfg = load_env_cfg("cartpole", num_envs=n)
+    env = make_env(cfg, seed=0)
+    acts = random_actions(env, 60, seed=1)
+    _, td = run(env, env.reset(), acts[:30])
+    state = env_state(env)
+    ref, _ = run(env, td, acts[30:])
+
+    fresh = make_env(cfg, seed=5)
+    t, ftd, extra = 0, fresh.reset(), random_actions(fresh, 500, seed=2)
+    while True:  # step until the last step ended some episodes but not all
+        steps, ftd = run(fresh, ftd, extra[t : t + 1])
+        done = steps[-1]["next", "done"]
+        t += 1
+        if done.any() and not done.all():
+            break
+    load_env_state(fresh, state)
+    td2 = fresh.reset()
+    assert vector_env(fresh).last_reset == "resume"
+    for k in ("observation", "episode_return", "episode_length", "done"):
+        assert torch.equal(td2[k], td[k]), k
+    got, _ = run(fresh, td2, acts[30:])
+    for k in KEYS:
+        assert torch.equal(_stack(got, k), _stack(ref, k)), k
+
+
+def test_load_normalization_loads_frozen_observation_statistics():
+    cfg = load_env_cfg("hopper", num_envs=2)
+    train = make_env(cfg, seed=0)
+    run(train, train.reset(), random_actions(train, 10, seed=0))
+    state = env_state(train)
+    ev = make_env(cfg, num_envs=3, seed=1, training=False)  # another size: only the statistics carry over
+    load_normalization(ev, state)
+    norm = next(t for t in ev.transform if isinstance(t, ObsNorm))
+    src = next(t for t in train.transform if isinstance(t, ObsNorm))
+    assert norm.frozen
+    for k in ("mean", "var", "count"):
+        assert torch.equal(norm.state_dict()[k], src.state_dict()[k]), k
+    no_norm = {**state, "transforms": {k: v for k, v in state["transforms"].items() if not k.endswith("ObsNorm")}}
+    with pytest.raises(ValueError, match="no observation statistics"):
+        load_normalization(ev, no_norm)
