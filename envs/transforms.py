@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from tensordict import TensorDictBase
-from torchrl.data import Unbounded
+from torchrl.data import Composite, Unbounded
 from torchrl.envs.transforms import Transform
 
 from .wrappers import ResumableSyncVectorEnv
@@ -51,6 +51,12 @@ def _full_reset_mask(tensordict: TensorDictBase | None) -> torch.Tensor | None:
 def _merge_moments(mean: np.ndarray, var: np.ndarray, count: np.ndarray, x: np.ndarray) -> None:
     """Fold the rows of ``x`` ([n, k]) into running (mean, var, count) in place (Chan et al.).
 
+    With the batch's own moments ``m_b``, ``v_b`` and ``delta = m_b - mean``::
+
+        count' = count + n
+        mean'  = mean + delta * n / count'
+        var'   = (var * count + v_b * n + delta^2 * count * n / count') / count'
+
     The statistics are numpy views of the transforms' float64 torch buffers: these run once per
     environment step on a few dozen numbers, where numpy's per-call cost is a fraction of torch's.
     """
@@ -78,8 +84,15 @@ class ObsNorm(Transform):
     """Float32 cast and (optionally) running mean/var normalisation of ``"observation"``.
 
     Statistics are float64 buffers ``mean``, ``var``, ``count`` (SB3 RunningMeanStd style:
-    the whole batch of N observations merged per step). They update on every step and on
-    full resets while not frozen; ``freeze()`` / ``unfreeze()`` control this.
+    the whole batch of N observations merged per step, prior ``mean = 0, var = 1, count = 1e-4``).
+    They update on every step and on full resets while not frozen; ``freeze()`` / ``unfreeze()``
+    control this. The output is
+
+        y = clip((x - mean) / sqrt(var + 1e-8), -clip, +clip)
+
+    computed in float64 and cast to float32 (just the cast when ``normalize=False``). A row with a
+    non-finite entry is left out of the statistics, and its non-finite entries become NaN rather
+    than being clipped to a plausible value, so the trainer can reject the batch.
     """
 
     def __init__(self, obs_dim: int, *, normalize: bool = True, clip: float | None = 10.0):
@@ -132,7 +145,7 @@ class ObsNorm(Transform):
         update = _full_reset_mask(tensordict) is None and not _resumed(self)
         return self._transform(tensordict_reset, update=update)
 
-    def transform_observation_spec(self, observation_spec):
+    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
         spec = observation_spec["observation"]
         observation_spec["observation"] = Unbounded(shape=spec.shape, dtype=torch.float32, device=spec.device)
         return observation_spec
@@ -177,7 +190,7 @@ class EpisodeStats(Transform):
         tensordict_reset.set("episode_length", self.length.clone().unsqueeze(-1))
         return tensordict_reset
 
-    def transform_observation_spec(self, observation_spec):
+    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
         shape = (*observation_spec.shape, 1)
         dev = observation_spec.device
         observation_spec["episode_return"] = Unbounded(shape=shape, dtype=torch.float32, device=dev)
@@ -188,8 +201,17 @@ class EpisodeStats(Transform):
 class RewardScale(Transform):
     """Reward / running std of the discounted return (SB3 VecNormalize ``norm_reward``).
 
-    Per step: ``G <- gamma * G + r``; the running variance of ``G`` (over all N envs) is
-    updated unless frozen; ``r / sqrt(var + 1e-8)`` clipped to +-10; ``G`` is zeroed on done.
+    Per step, for every env ``i``:
+
+        G_i <- gamma * G_i + r_i
+        (mean, var, count) <- the pooled moments of (mean, var, count) and the batch {G_1..G_N}
+        r_i <- clip(r_i / sqrt(var + 1e-8), -clip, +clip)
+        G_i <- 0 where done_i
+
+    with the prior ``mean = 0, var = 1, count = 1e-4``; the moments stay put while frozen. Over a
+    run, ``var`` is therefore exactly the variance of every ``G`` seen so far pooled with the prior:
+    ``(1e-4 + sum G^2) / (1e-4 + M) - (sum G / (1e-4 + M))^2`` after ``M`` values. A non-finite
+    reward passes through unscaled and is left out of ``G``.
     """
 
     def __init__(self, num_envs: int, gamma: float = 0.99, clip: float = REWARD_CLIP):
