@@ -3,24 +3,35 @@
 A Hydra callback creates the parent run (tags ``ngac.role=sweep_parent`` and ``sweep=<name>``)
 before the launcher starts the jobs, and hands its id to them through the environment (the
 joblib launcher's worker processes inherit it). Each job tags its run ``sweep=<name>`` and
-``mlflow.parentRunId=<parent>``, so the MLflow UI nests the sweep under one row and its compare
-view shows it in one click. When the sweep ends, ``ngac compare`` runs on it and its plots and
-tables are logged to the parent run.
+``mlflow.parentRunId=<parent>``, so the MLflow UI nests the sweep under one row. When the sweep
+ends, ``ngac compare`` runs on it, its plots and tables are logged to the parent run, and the
+links that open the sweep in the MLflow UI are printed (:func:`ngac.links.ui_links`). A sweep
+that stops before its end (a job's error, Ctrl-C) marks the parent run FAILED on exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from mlflow import MlflowClient
 from omegaconf import DictConfig
+
+from ngac.compare import compare_runs
+from ngac.links import ui_links
+from ngac.mlflow_utils import fail_fast, resolve_tracking_uri
+from ngac.validate import ConfigError, check_tracking_server
 
 SWEEP_ENV = "NGAC_SWEEP"
 SWEEP_PARENT_ENV = "NGAC_SWEEP_PARENT_RUN_ID"
+PARENT_ROLE = "sweep_parent"
+GROUP_TAGS = {"algo": "algo", "curvature": "backend", "agent": "agent"}
 
 
 def sweep_name(config: DictConfig) -> str:
@@ -30,13 +41,8 @@ def sweep_name(config: DictConfig) -> str:
     return "sweep-" + "_".join(parts)
 
 
-GROUP_TAGS = {"algo": "algo", "curvature": "backend", "agent": "agent"}
-
-
 def swept_keys(config: DictConfig) -> list[str]:
     """The keys a sweep ranges over: the sweeper's params and comma-separated overrides."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     keys = [str(k) for k in (config.hydra.sweeper.get("params") or {})]
     for ov in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
         if ov.is_sweep_override():
@@ -53,12 +59,9 @@ def group_key(config: DictConfig) -> str:
 
 
 class SweepParentRun(Callback):
+    """The Hydra callback (``hydra.callbacks`` in ``configs/config.yaml``) that owns a sweep's parent run."""
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from mlflow import MlflowClient
-
-        from ngac.agents.tracking import check_tracking_server, resolve_tracking_uri
-        from ngac.validate import ConfigError
-
         uri = resolve_tracking_uri(config.logger.tracking_uri)
         try:
             check_tracking_server(uri)
@@ -71,36 +74,45 @@ class SweepParentRun(Callback):
         exp_id = exp.experiment_id if exp else client.create_experiment(config.logger.experiment_name)
         overrides = " ".join(config.hydra.overrides.task)
         run = client.create_run(
-            exp_id,
-            run_name=name,
-            tags={"ngac.role": "sweep_parent", "sweep": name, "sweep_overrides": overrides},
+            exp_id, run_name=name, tags={"ngac.role": PARENT_ROLE, "sweep": name, "sweep_overrides": overrides}
         )
-        self.client, self.uri, self.name, self.run_id = client, uri, name, run.info.run_id
+        self.client, self.uri, self.name = client, uri, name
+        self.experiment_id, self.run_id = exp_id, run.info.run_id
         self.out_dir = Path(str(config.hydra.sweep.dir)) / "compare"
         os.environ[SWEEP_ENV] = name
         os.environ[SWEEP_PARENT_ENV] = run.info.run_id
+        atexit.register(self._close, "FAILED")
         print(f"sweep {name}: MLflow parent run {run.info.run_id} at {uri}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not hasattr(self, "run_id"):
             return
-        from ngac.agents.tracking import _fail_fast
-
-        status = "FINISHED"
         try:
-            from ngac.compare import compare_runs
-
             result = compare_runs(
                 self.uri, self.name, self.out_dir, group_by=group_key(config), parent_run_id=self.run_id
             )
+            for line in result["warnings"]:
+                print(f"ngac: warning: {line}", file=sys.stderr)
             print(f"sweep {self.name}: comparison in {self.out_dir} and in the parent run's artifacts")
-            del result
         except Exception as exc:  # noqa: BLE001 - a failed comparison must not fail the sweep
             warnings.warn(f"sweep {self.name}: comparison failed ({type(exc).__name__}: {exc})", stacklevel=2)
-        try:
-            with _fail_fast():
-                self.client.set_terminated(self.run_id, status=status)
-        except Exception as exc:  # noqa: BLE001
-            warnings.warn(f"sweep {self.name}: could not close the parent run ({type(exc).__name__})", stacklevel=2)
+        self._close("FINISHED")
+        for line in ui_links(self.uri, self.experiment_id, self.run_id):
+            print(f"sweep {self.name}: {line}")
+
+    def _close(self, status: str) -> None:
+        """Mark the parent run ``status`` once (the end of the sweep, or the exit of one that stopped early)."""
+        atexit.unregister(self._close)
         os.environ.pop(SWEEP_ENV, None)
         os.environ.pop(SWEEP_PARENT_ENV, None)
+        try:
+            with fail_fast():
+                self.client.set_terminated(self.run_id, status=status)
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(
+                f"sweep {self.name}: could not mark the parent run {status} ({type(exc).__name__})", stacklevel=2
+            )
+        if status != "FINISHED":
+            print(
+                f"sweep {self.name}: stopped before its end; parent run {self.run_id} marked {status}", file=sys.stderr
+            )

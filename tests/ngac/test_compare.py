@@ -49,10 +49,13 @@ def store(tmp_path_factory):
     uri = f"sqlite:///{root}/mlflow.db"
     client = MlflowClient(uri)
 
+    def create_experiment(name: str) -> str:  # artifacts in the tmp folder, not ./mlruns
+        return client.create_experiment(name, artifact_location=(root / "artifacts" / name).as_uri())
+
     # Experiment "synth": group sm (tag algo) and group kfac (no algo tag: falls back to backend).
     # Seed s of a group with slope a returns a*step/100 + s: mean a*step/100 + 1, std sqrt(2/3),
     # AUC over [0, 300] = 1.5a + 1. Final eval e + 10 s (an earlier eval must be ignored).
-    synth = client.create_experiment("synth")
+    synth = create_experiment("synth")
     groups = {"sm": {"tags": {"algo": "sm", "backend": "sherman_morrison"}, "a": 2.0, "e": 50.0},
               "kfac": {"tags": {"backend": "kfac"}, "a": -1.0, "e": -20.0}}  # fmt: skip
     for g in groups.values():
@@ -72,7 +75,7 @@ def store(tmp_path_factory):
              returns={0: 1e6, 300: 1e6}, evals={300: 1e6}, direction_ms=[1e6], sps=[1e6])  # fmt: skip
 
     # Experiment "damping": grouped by a param; two damping values x 2 seeds.
-    damping = client.create_experiment("damping")
+    damping = create_experiment("damping")
     for lam, base in ((1.0, 10.0), (0.1, 20.0)):
         for s in (0, 1):
             make_run(client, damping, tags={"backend": "sherman_morrison", "env": "Pendulum-v1"},
@@ -83,18 +86,18 @@ def store(tmp_path_factory):
     # any of them (only eval/episode_return), so the curves come from eval/episode_return.
     parent = None
     for i, name in enumerate(("sweep_a", "sweep_b")):
-        exp = client.create_experiment(name)
+        exp = create_experiment(name)
         make_run(client, exp, tags={"backend": "identity", "sweep": "sw1", "env": "CartPole-v1"},
                  evals={0: 1.0 + i, 100: 3.0 + i})  # fmt: skip
         if parent is None:
             parent = make_run(client, exp, tags={"ngac.role": "sweep_parent", "sweep": "sw1"}, evals={0: 1e6})
-    client.create_experiment("empty")
+    create_experiment("empty")
 
     # Experiment "mixed": two environments; Hopper's seeds ran different budgets. HalfCheetah seed
     # s returns x/1000 + s over [0, 20000] (AUC 10.5) and logs cos_to_natural {0.5, 0.7} + s / 10
     # (run means 0.6 and 0.7) and its Fisher-norm twin 0.9. Hopper: 0 -> 100 at 20k frames, and
     # 0 -> 50 at 20k -> 3000 at 1M: the mean over the common [0, 20000] is 0 -> 75 (AUC 37.5).
-    mixed = client.create_experiment("mixed")
+    mixed = create_experiment("mixed")
     for s in (0, 1):
         make_run(client, mixed, tags={"algo": "sm", "env": "HalfCheetah-v5"}, params={"trainer.total_frames": 20000},
                  returns={x: x / 1000 + s for x in (0, 10000, 20000)}, evals={20000: 20.0 + s},
@@ -106,22 +109,22 @@ def store(tmp_path_factory):
 
     # Experiment "endpoints": group "ends" has only one eval point per run, at different frames and
     # seconds; group "full" has real curves over the same frames.
-    endpoints = client.create_experiment("endpoints")
+    endpoints = create_experiment("endpoints")
     for s in (0, 1):
         make_run(client, endpoints, tags={"algo": "ends", "env": "Pendulum-v1"}, evals={1000 + 200 * s: 5.0 + s})
         make_run(client, endpoints, tags={"algo": "full", "env": "Pendulum-v1"},
                  returns={0: 0.0, 100: 1.0 + s, 200: 2.0}, evals={200: 2.0})  # fmt: skip
 
     # Experiment "old_names": timings under the names used before curvature/update_ms was split.
-    old = client.create_experiment("old_names")
+    old = create_experiment("old_names")
     make_run(client, old, tags={"algo": "sm", "agent": "nac", "env": "X"}, evals={0: 1.0},
              series={"curvature/update_ms": {0: 4.0, 1: 4.0}})  # fmt: skip
     make_run(client, old, tags={"algo": "ppo", "agent": "ppo", "env": "X"}, evals={0: 1.0},
              series={"curvature/update_ms": {0: 9.0}})  # fmt: skip
     make_run(client, old, tags={"algo": "new", "agent": "nac", "env": "X"}, evals={0: 1.0},
              series={"curvature/direction_ms": {0: 2.0}, "perf/update_ms": {0: 7.0}, "curvature/update_ms": {0: 99.0}})  # fmt: skip
-    targets = client.create_experiment("targets")
-    return {"uri": uri, "client": client, "parent": parent, "targets": targets}
+    targets = create_experiment("targets")
+    return {"uri": uri, "client": client, "parent": parent, "targets": targets, "create_experiment": create_experiment}
 
 
 def rows_by_group(result):
@@ -198,7 +201,7 @@ def test_sweep_selector_across_experiments_logs_to_parent(store, tmp_path):
 
 def test_experiment_name_wins_over_sweep_and_empty_experiment_falls_through(store, tmp_path):
     client = store["client"]
-    exp = client.create_experiment("sw_both")
+    exp = store["create_experiment"]("sw_both")
     make_run(client, exp, tags={"backend": "diagonal", "env": "X"}, evals={0: 1.0})
     other = client.get_experiment_by_name("sweep_a").experiment_id
     make_run(client, other, tags={"backend": "kfac", "sweep": "sw_both", "env": "X"}, evals={0: 2.0})

@@ -59,6 +59,7 @@ def sweep_config(tmp_path: Path) -> DictConfig:
 
 
 def test_parent_run_compares_closes_and_prints_the_ui_links(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a sqlite store keeps artifacts in ./mlruns
     monkeypatch.delenv(SWEEP_ENV, raising=False)
     monkeypatch.delenv(SWEEP_PARENT_ENV, raising=False)
     cfg = sweep_config(tmp_path)
@@ -100,7 +101,8 @@ raise RuntimeError("a job failed")  # Hydra never calls on_multirun_end
 def test_a_sweep_that_stops_early_marks_its_parent_failed(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", SWEEP_STOPS, str(tmp_path)],
-        cwd=Path(__file__).parents[2], env=clean_env(), capture_output=True, text=True, timeout=300, check=False,
+        cwd=tmp_path, env=clean_env(PYTHONPATH=str(Path(__file__).parents[2])), capture_output=True, text=True,
+        timeout=300, check=False,
     )  # fmt: skip
     assert proc.returncode == 1 and "a job failed" in proc.stderr, proc.stderr[-2000:]
     assert "stopped before its end" in proc.stderr
