@@ -16,7 +16,18 @@ import zlib
 from pathlib import Path
 
 import pytest
-from tests.ngac.tracking_utils import TINY_RUN, clean_env, metric_history, ngac_command, params_of, rest, search_runs, tags_of
+
+from ngac.links import ui_links
+from tests.ngac.tracking_utils import (
+    TINY_RUN,
+    clean_env,
+    metric_history,
+    ngac_command,
+    params_of,
+    rest,
+    search_runs,
+    tags_of,
+)
 
 EXPERIMENT = "ngac"  # logger.experiment_name's default
 SWEEP = [*TINY_RUN, "curvature=identity,sherman_morrison", "seed=0,1", "trainer.total_frames=64"]
@@ -73,7 +84,7 @@ def test_tags_and_params_over_rest(mlflow_server, sweep):
 def test_metric_histories_over_rest(mlflow_server, sweep):
     for run in sweep["children"]:
         rid = run["info"]["run_id"]
-        for key in ("charts/sps", "curvature/update_ms", "charts/frames", "losses/value_loss"):
+        for key in ("charts/sps", "perf/update_ms", "curvature/direction_ms", "charts/frames", "losses/value_loss"):
             hist = metric_history(mlflow_server.url, rid, key)
             assert [m["step"] for m in hist] == [32, 64], (key, hist)  # steps are environment frames
         frames = metric_history(mlflow_server.url, rid, "charts/frames")
@@ -88,10 +99,11 @@ def test_metric_histories_over_rest(mlflow_server, sweep):
 
 def test_sweep_parent_run(mlflow_server, sweep):
     parents = sweep["parents"]
-    if not parents:
-        pytest.skip("no run carries tag ngac.role=sweep_parent: `ngac train -m` does not create a sweep parent run yet")
-    assert len(parents) == 1
+    assert len(parents) == 1, (
+        f"want one run tagged ngac.role=sweep_parent, found {len(parents)}: {sweep['proc'].stdout[-2000:]}"
+    )
     parent = parents[0]
+    assert parent["info"]["status"] == "FINISHED"
     pid, sweep_name = parent["info"]["run_id"], tags_of(parent).get("sweep")
     assert sweep_name, "the parent run has no sweep tag"
     for child in sweep["children"]:
@@ -130,7 +142,9 @@ def test_compare_cli_against_server_logs_artifacts(mlflow_server, sweep, tmp_pat
     sizes = {Path(f["path"]).name: int(f.get("file_size", 0)) for f in listed.get("files", [])}
     assert set(sizes) == {"learning_curves.png", "summary.md", "summary.csv"} and min(sizes.values()) > 0, listed
 
-    by_param = _compare(base, EXPERIMENT, "--out", str(tmp_path / "p"), "--group-by", "param:curvature.name", cwd=tmp_path)
+    by_param = _compare(
+        base, EXPERIMENT, "--out", str(tmp_path / "p"), "--group-by", "param:curvature.name", cwd=tmp_path
+    )
     assert by_param.returncode == 0, by_param.stderr
     assert "| curvature.name=identity | 2 |" in by_param.stdout
 
@@ -167,28 +181,48 @@ def png_stats(path: Path) -> tuple[int, int, int]:
 
 
 def test_ui_runs_table_screenshot(mlflow_server, sweep, tmp_path):
+    """The link printed when the sweep ends opens the "Training runs" table (not MLflow 3's GenAI home).
+
+    With ``NGAC_UI_SCREENSHOT=1`` the screenshot is kept as ``benchmarks/mlflow_runs_table.png``
+    (the README's picture); any other non-empty value is the path to keep it at.
+    """
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not on PATH (Debian: apt-get install -y chromium)")
     exp_id = sweep["experiment"]["experiment_id"]
+    parent_id = sweep["parents"][0]["info"]["run_id"]
+    printed = [
+        ln.split("MLflow training runs: ", 1)[1]
+        for ln in sweep["proc"].stdout.splitlines()
+        if "MLflow training runs: " in ln
+    ]
+    url = f"{mlflow_server.url}/#/experiments/{exp_id}/runs"
+    assert printed == [url] and ui_links(mlflow_server.url, exp_id, parent_id)[0].endswith(url), sweep["proc"].stdout[
+        -2000:
+    ]
+
+    def chromium_run(*mode: str) -> subprocess.CompletedProcess:
+        cmd = [
+            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage", "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900",
+            "--virtual-time-budget=15000", *mode, url,
+        ]  # fmt: skip
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=clean_env(HOME=str(tmp_path)))
+
+    dom = chromium_run("--dump-dom").stdout
+    assert "Training runs" in dom, "the link did not open the training runs table"
+    assert sweep["parents"][0]["info"]["run_name"] in dom, "the sweep's parent run is not listed"
     shot = tmp_path / "runs.png"
-    # The runs table of the experiment. Sorted by a metric, MLflow 3.17 lists child runs flat
-    # instead of folding them under a collapsed sweep parent.
-    url = f"{mlflow_server.url}/#/experiments/{exp_id}/runs?orderByKey=metrics.%60eval%2Fepisode_return%60&orderByAsc=false"
-    cmd = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", "--hide-scrollbars",
-        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900",
-        "--virtual-time-budget=15000", f"--screenshot={shot}", url,
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=clean_env(HOME=str(tmp_path)))
+    proc = chromium_run(f"--screenshot={shot}")
     assert shot.exists(), f"no screenshot ({proc.returncode}):\n{proc.stderr[-2000:]}"
     size = shot.stat().st_size
     width, height, distinct_rows = png_stats(shot)
     assert (width, height) == (1400, 900)
     assert size > 20_000, f"screenshot only {size} bytes: blank page?"
     assert distinct_rows > 50, "screenshot is (nearly) one colour"
-    keep = os.environ.get("NGAC_UI_SCREENSHOT")  # e.g. benchmarks/mlflow_runs_table.png
+    keep = os.environ.get("NGAC_UI_SCREENSHOT")
     if keep:
-        shutil.copyfile(shot, keep)
+        target = Path(__file__).parents[2] / "benchmarks" / "mlflow_runs_table.png" if keep == "1" else Path(keep)
+        shutil.copyfile(shot, target)
