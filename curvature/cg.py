@@ -22,13 +22,14 @@ Memory O(d) (a few vectors); never a ``d x d`` tensor.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from .base import Curvature, PolicyBatch, check_int, check_number, register
-from .conjugate import conjugate_gradient
+from .conjugate import CGResult, EmpiricalFisherOperator, conjugate_gradient
 from .schedules import Schedule
 
 FISHERS = ("empirical", "kl_hessian")
@@ -64,18 +65,41 @@ def fisher_vector_product(batch: PolicyBatch, fisher: str) -> Callable[[Tensor],
     return fvp
 
 
+@dataclass
+class EmpiricalSolve:
+    """CG on the damped empirical Fisher, with the per-sample images of ``x`` and ``g`` it yields."""
+
+    result: CGResult
+    sx: Tensor
+    """:math:`S x`, shape ``[B]`` (local)."""
+    sg: Tensor | None
+    """:math:`S g` (None when CG did no iteration)."""
+
+
+def empirical_solve(batch: PolicyBatch, damping: float, iters: int, tol: float) -> EmpiricalSolve:
+    r"""CG on :math:`(F + \lambda I) x = g` with the batch's empirical Fisher (``tol`` relative)."""
+    op = EmpiricalFisherOperator(batch.scores, damping)
+    res = conjugate_gradient(op, batch.grad, iters, tol, on_step=op.step)
+    return EmpiricalSolve(res, op.sx, op.sb)
+
+
 def cg_solve(
     batch: PolicyBatch, damping: float, *, iters: int = 10, tol: float = 1e-10, fisher: str = "empirical"
 ) -> tuple[Tensor, dict[str, float]]:
-    r"""CG on :math:`(F + \lambda I) x = g` for ``batch`` (``tol`` relative); returns ``(x, diagnostics)``."""
-    fvp = fisher_vector_product(batch, fisher)
-    res = conjugate_gradient(lambda v: fvp(v) + damping * v, batch.grad, iters, tol)
-    x = res.x
-    extras = {"cg_iters": float(res.iters), "cg_residual": res.relative_residual}
-    if fisher == "kl_hessian":
-        # The trust-region step must measure x with the Fisher it was solved with (TRPO's x^T H x).
-        extras["dFd"] = float(torch.dot(x, fvp(x))) if res.finite else float("nan")
-    return x, extras
+    r"""CG on :math:`(F + \lambda I) x = g` for ``batch`` (``tol`` relative); returns ``(x, diagnostics)``.
+
+    Both report ``dFd`` under the Fisher they solved with: TRPO's :math:`x^T H x` for the KL Hessian (one
+    more product), :math:`\frac1B |S x|^2` from the image CG accumulated for the empirical Fisher.
+    """
+    if fisher == "empirical":
+        solve = empirical_solve(batch, damping, iters, tol)
+        res = solve.result
+        dFd = float(batch.scores.batch_mean(solve.sx * solve.sx)) if res.finite else float("nan")
+    else:
+        fvp = fisher_vector_product(batch, fisher)
+        res = conjugate_gradient(lambda v: fvp(v) + damping * v, batch.grad, iters, tol)
+        dFd = float(torch.dot(res.x, fvp(res.x))) if res.finite else float("nan")
+    return res.x, {"cg_iters": float(res.iters), "cg_residual": res.relative_residual, "dFd": dFd}
 
 
 @register("cg")

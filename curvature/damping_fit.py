@@ -12,7 +12,9 @@ that makes it stand in for them best on this batch.
 
 ``batch_mean``: :math:`d(\mu) = p/\mu + c\,q/(\mu + |q|^2)` lies in the plane of two fixed vectors
 (:class:`.sherman_morrison.RankOneSplit`), so the distance is a closed form in the 3 x 3 Fisher Gram
-matrix of :math:`(p, q, x)`: three contractions, then a dense log-spaced grid of :data:`GRID` values
+matrix of :math:`(p, q, x)`. The per-sample images :math:`S x` and :math:`S g` come with the CG solve
+(:class:`.conjugate.EmpiricalFisherOperator`), :math:`S p` and :math:`S q` are linear combinations of
+:math:`S g` and :math:`S \bar s` (one contraction for ``score``, none for ``advantage_weighted``); then a dense log-spaced grid of :data:`GRID` values
 on :math:`[\mu_{\min}, \mu_{\max}]` (spacing under 1.5 % for 12 decades) at no further cost.
 
 ``single_sample``: :math:`d(\mu) = \frac1B\sum_k A_k s_k/(\mu + q_k)` spans no fixed plane; the
@@ -23,32 +25,45 @@ damping (clipped to the bounds) are compared, two contractions each.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 from .base import PolicyBatch
+from .cg import EmpiricalSolve
 from .sherman_morrison import batch_mean_split, single_sample_weights
 
 GRID = 2001
 CANDIDATES = 9
 
 
+@dataclass
+class Fit:
+    damping: float
+    r""":math:`\mu^*`."""
+    error: float
+    r""":math:`\|d(\mu^*) - x\|_F / \|x\|_F`."""
+    xFx: float
+    """:math:`x^T F x` (a by-product: the reference's ``dFd``)."""
+
+
 def fit_damping(
     batch: PolicyBatch,
-    reference: Tensor,
+    solve: EmpiricalSolve,
     mode: str,
     fisher_vector: str,
     current: float,
     bounds: tuple[float, float],
-) -> tuple[float, float]:
-    r"""Return :math:`(\mu^*, \|d(\mu^*) - x\|_F / \|x\|_F)` (see the module docstring)."""
+) -> Fit:
+    r"""The damping of the Sherman-Morrison direction closest to the CG solution ``solve.result.x``."""
     scores = batch.scores
     lo, hi = bounds
-    sx = scores.dot(reference)
+    sx = solve.sx
     if mode == "batch_mean":
         split = batch_mean_split(batch, fisher_vector)
-        sp, sq = scores.dot(split.p), scores.dot(split.q)
+        sg = scores.dot(batch.grad) if solve.sg is None else solve.sg
+        sq = sg if fisher_vector == "advantage_weighted" else scores.dot(split.q)  # q = g or the mean score
+        sp = (sg - split.offset * sq) - split.alpha * sq  # p = (g - offset q) - alpha q
         U = torch.stack([sp, sq, sx], dim=1)
         gram = scores.batch_mean(U[:, :, None] * U[:, None, :]).double().cpu()
         mu = torch.logspace(math.log10(lo), math.log10(hi), GRID, dtype=torch.float64)
@@ -68,4 +83,4 @@ def fit_damping(
     x2 = float(scores.batch_mean(sx * sx))
     best = int(torch.argmin(torch.nan_to_num(dist2, nan=math.inf)))
     error = math.sqrt(max(float(dist2[best]), 0.0) / x2) if x2 > 0 else float("nan")
-    return float(mu[best]), error
+    return Fit(float(mu[best]), error, x2)

@@ -16,7 +16,7 @@ at this update) by conjugate gradient to the relative tolerance :data:`RTOL` (at
 
 The second is the cosine in the Fisher inner product, the geometry the step rules measure steps in.
 Also reported: ``diagnose_iters`` and ``diagnose_residual`` (:math:`|r|/|g|` at exit), so that an
-unconverged solve is visible. Cost: up to ``2 * MAX_ITERS + 2`` contractions of the ``B x d`` scores.
+unconverged solve is visible. Cost: up to ``2 * MAX_ITERS + 1`` contractions of the ``B x d`` scores.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .conjugate import conjugate_gradient
+from .conjugate import EmpiricalFisherOperator, conjugate_gradient
 
 if TYPE_CHECKING:
     from .base import PolicyBatch
@@ -43,13 +43,14 @@ def natural_gradient_diagnostics(batch: PolicyBatch, vec: Tensor, damping: float
     g = batch.grad
     if not (bool(torch.isfinite(vec).all()) and bool(torch.isfinite(g).all())):
         return out
-    res = conjugate_gradient(lambda v: scores.fisher_vector_product(v) + damping * v, g, MAX_ITERS, RTOL)
+    op = EmpiricalFisherOperator(scores, damping)
+    res = conjugate_gradient(op, g, MAX_ITERS, RTOL, on_step=op.step)
     out["diagnose_iters"] = float(res.iters)
     out["diagnose_residual"] = res.relative_residual
     if not res.finite:
         return out
     x = res.x
-    sd, sx = scores.dot(vec), scores.dot(x)
+    sd, sx = scores.dot(vec), op.sx  # S x accumulated by CG
     dFd, dFx, xFx = (float(t) for t in scores.batch_mean(torch.stack([sd * sd, sd * sx, sx * sx], dim=1)))
     dx, d_norm, x_norm = (float(t) for t in torch.stack([torch.dot(vec, x), vec.norm(), x.norm()]))
     if d_norm > 0 and x_norm > 0:

@@ -42,8 +42,12 @@ curvature more. :math:`\rho` of the previous step is logged with the next direct
 :math:`\|d(\lambda^*) - x_{CG}\|_F / \|x_{CG}\|_F`).
 
 ``damping`` is the initial :math:`\lambda` and must be a number: a schedule would be overridden by
-the adaptation, so it is refused. Cost: O(d) per Sherman-Morrison update, plus every ``cg_every``
-updates ``2 cg_iters + 3`` contractions of the ``B x d`` scores (``+ 18`` for ``single_sample``).
+the adaptation, so it is refused. Cost: a Sherman-Morrison update costs what the
+``sherman_morrison`` backend does; a CG update ``2 cg_iters`` contractions of the ``B x d`` scores
+beyond it (``+ 1`` for ``fisher_vector=score``, ``+ 18`` for ``single_sample``), since the fit reuses the
+per-sample images CG computes. ``cg_iters`` defaults to 5: the fitted :math:`\lambda` is a scalar, and on
+a d = 3e4, B = 1000 batch it came out the same (within the 1.5 % grid) for 3, 5, 10, 20 and 50
+iterations at :math:`\lambda` = 0.01, 0.1, 1.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ import torch
 from torch import Tensor
 
 from .base import Direction, PolicyBatch, check_int, check_number, register
-from .cg import cg_solve
+from .cg import empirical_solve
 from .damping_fit import fit_damping
 from .schedules import as_schedule
 from .sherman_morrison import ShermanMorrison
@@ -76,7 +80,7 @@ class Hybrid(ShermanMorrison):
         min_damping: float = 1e-6,
         max_damping: float = 1e6,
         cg_every: int = 10,
-        cg_iters: int = 10,
+        cg_iters: int = 5,
         diagnose_every: int = 0,
     ) -> None:
         sched = as_schedule(damping, "hybrid.damping")
@@ -126,14 +130,19 @@ class Hybrid(ShermanMorrison):
             extras.update(hybrid_cg=0.0, hybrid_rho=self.last_rho)
             return vec, extras
         self.cg_updates += 1
-        vec, extras = cg_solve(batch, damping, iters=self.cg_iters, tol=0.0, fisher="empirical")
-        extras.update(hybrid_cg=1.0, hybrid_rho=self.last_rho)
-        if bool(torch.isfinite(vec).all()):
-            fit, error = fit_damping(
-                batch, vec, self.mode, self.fisher_vector, damping, (self.min_damping, self.max_damping)
+        if self.mode == "batch_mean" and self.fisher_vector == "score":
+            batch.mean_score_split  # noqa: B018 - one contraction that also yields g for the CG solve
+        solve = empirical_solve(batch, damping, self.cg_iters, 0.0)
+        res, vec = solve.result, solve.result.x
+        extras = {"cg_iters": float(res.iters), "cg_residual": res.relative_residual, "hybrid_cg": 1.0}
+        extras["hybrid_rho"] = self.last_rho
+        if res.finite:
+            fit = fit_damping(
+                batch, solve, self.mode, self.fisher_vector, damping, (self.min_damping, self.max_damping)
             )
-            self.lam = self._clamp(fit)
-            extras.update(hybrid_fit_lambda=fit, hybrid_fit_error=error)
+            self.lam = self._clamp(fit.damping)
+            # x^T F x came with the fit: the base class need not contract the scores again for dFd
+            extras.update(hybrid_fit_lambda=fit.damping, hybrid_fit_error=fit.error, dFd=fit.xFx)
         return vec, extras
 
     def direction(self, batch: PolicyBatch) -> Direction:

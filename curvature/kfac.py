@@ -33,6 +33,11 @@ running averages: the update reports ``kfac_factors_rejected = 1`` and, when no 
 returns a non-finite direction (so the agent refuses the step); the next clean batch continues from
 the factors as they were.
 
+``dFd`` (for the trust-region step) is reported under the Kronecker Fisher the direction was solved
+with, :math:`d^T (A \otimes G) d = \sum_\ell \sum_{ij} (e_G e_A^T)_{ij} W_{ij}^2` with
+:math:`W = (Q_G^T V Q_A) \oslash (e_G e_A^T + \lambda)` the direction in the eigenbasis (as ACKTR clips
+its step with the K-FAC Fisher), at no cost; not the batch's empirical Fisher.
+
 Time per update O(B \sum (in'^2 + out^2)) for the factors (every ``factor_every`` updates), plus
 O(\sum in'^3 + out^3) per refresh, plus O(\sum in' out (in' + out)) for the solve;
 memory :math:`\sum_\ell in'^2 + out^2`, never a ``d x d`` tensor.
@@ -131,11 +136,16 @@ class KFAC(Curvature):
             self.refresh_eigenbases()
         mats = scores.to_layers(batch.grad)
         out: list[Tensor] = []
+        dFd = mats[0].new_zeros((), dtype=self.QA[0].dtype)
         for V, QA, eA, QG, eG in zip(mats, self.QA, self.eA, self.QG, self.eG):
-            W = QG.T @ V.to(QG) @ QA
-            W = W / (eG[:, None] * eA[None, :] + damping)
+            M = eG[:, None] * eA[None, :]
+            W = (QG.T @ V.to(QG) @ QA) / (M + damping)  # the direction in the eigenbasis
+            dFd = dFd + (M * W * W).sum()
             out.append((QG @ W @ QA.T).to(V))
         vec = scores.to_flat(out)
+        # d^T (A (x) G) d under the Kronecker Fisher the direction was solved with (as ACKTR's KL clip),
+        # free in the eigenbasis: the trust-region step needs no contraction of the B x d scores for it.
+        extras["dFd"] = float(dFd)
         extras.update(kfac_refreshed=float(refreshed), kfac_factor_updates=float(self.factor_updates))
         return vec, extras
 

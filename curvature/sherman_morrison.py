@@ -64,6 +64,9 @@ class RankOneSplit:
     q: Tensor
     c: Tensor
     qq: Tensor
+    alpha: Tensor
+    r""":math:`\alpha = q \cdot g_0 / |q|^2` for the split vector :math:`g_0 = g - \text{offset}\, q` (``c = alpha + offset``)."""
+    offset: Tensor | float = 0.0
 
     def solve(self, damping: float) -> Tensor:
         return self.p / damping + (self.c / (damping + self.qq)) * self.q
@@ -78,7 +81,7 @@ def rank_one_split(g: Tensor, v: Tensor, offset: Tensor | float = 0.0) -> RankOn
     vv = torch.dot(v, v)
     vg = torch.dot(v, g)
     alpha = torch.where(vv > 0, vg / vv, torch.zeros_like(vv))
-    return RankOneSplit(g - alpha * v, v, alpha + offset, vv)
+    return RankOneSplit(g - alpha * v, v, alpha + offset, vv, alpha, offset)
 
 
 def sherman_morrison_solve(g: Tensor, v: Tensor, damping: float) -> Tensor:

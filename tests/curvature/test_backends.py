@@ -181,3 +181,11 @@ def test_categorical_policy_all_backends(categorical_problem: Problem) -> None:
         kw = {"iters": 4 * p.d, "tol": 1e-13} if name == "cg" else {}
         got = build_curvature(name, damping=lam, **kw).direction(p.batch()).vector
         torch.testing.assert_close(got, ref, rtol=1e-7, atol=1e-9)
+
+
+def test_kfac_reports_dFd_under_its_kronecker_fisher(problem: Problem) -> None:
+    """The trust-region step measures a K-FAC direction with the Kronecker Fisher it was solved with."""
+    K = problem.kron_matrix(problem.kron_blocks())
+    d = build_curvature("kfac", damping=0.2).direction(problem.batch())
+    assert d.dFd == pytest.approx(float(d.vector @ K @ d.vector), rel=1e-10)
+    assert abs(d.dFd - float(d.vector @ problem.F @ d.vector)) > 1e-6 * d.dFd  # not the empirical one

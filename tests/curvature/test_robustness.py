@@ -102,3 +102,15 @@ def test_cg_with_a_non_finite_gradient_does_no_work(problem: Problem) -> None:
 def test_nan_scores_give_a_non_finite_direction_not_an_exception(problem: Problem, name: str) -> None:
     d = build_curvature(name).direction(poisoned(problem, seed=3).batch())
     assert not d.finite
+
+
+def test_cg_past_convergence_keeps_the_converged_iterate() -> None:
+    """rtol=0 and far more iterations than the dimension: p^T M p underflows to 0 after convergence;
+    that breakdown ends the solve with the converged x, not with inf/nan."""
+    torch.manual_seed(0)
+    Q = torch.randn(8, 8, dtype=torch.float64)
+    M = Q @ Q.T + torch.eye(8, dtype=torch.float64)
+    b = torch.randn(8, dtype=torch.float64)
+    res = conjugate_gradient(lambda v: M @ v, b, iters=500, rtol=0.0)
+    assert res.finite and res.iters < 500
+    torch.testing.assert_close(res.x, torch.linalg.solve(M, b), rtol=1e-10, atol=1e-12)
