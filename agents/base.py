@@ -161,13 +161,20 @@ class OnPolicyAgent(L.LightningModule):
         self._last_time = now
         metrics[M.FRAMES] = float(self.frames)
         metrics[M.SKIPPED_UPDATES] = float(self.skipped_updates)
-        self.last_metrics = metrics
+        self.last_metrics = {}
         self.log_frames(metrics)
 
     def log_frames(self, metrics: dict[str, float]) -> None:
-        """Log through Lightning, against environment frames (Lightning's ``step`` key)."""
-        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
-        self.log("step", float(self.frames), on_step=True, on_epoch=False, batch_size=1)
+        """Send one row to the run's logger, against environment frames.
+
+        Through Lightning's logger API rather than ``self.log``: ``self.log`` keeps a key's last
+        value and sends it again at every later step where the key is not logged, which would
+        forge points for sparse metrics (``charts/episode_return`` exists only for batches in which
+        an episode ended; see ``tests/agents/test_logging.py``).
+        """
+        self.last_metrics.update(metrics)
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=self.frames)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -84,7 +84,7 @@ class PeriodicEvaluation(L.Callback):
         f = pl_module.frames
         if f >= self.next_eval and f < self.total and not self.stop.requested:
             if trainer.is_global_zero:
-                pl_module.log_dict(self.run(trainer, pl_module), on_step=True, on_epoch=False, batch_size=1)
+                pl_module.log_frames(self.run(trainer, pl_module))
             self.next_eval = _next_multiple(f, self.every)
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -111,6 +111,11 @@ class FrameCheckpoint(L.Callback):
         self.saved_at: int | None = None
 
     def save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Metrics logged so far reach the store before the checkpoint exists: a resume continues
+        # after this point and never logs them again. A logger that batches rows offers flush().
+        for logger in trainer.loggers:
+            if callable(flush := getattr(logger, "flush", None)):
+                flush()
         trainer.save_checkpoint(self.path)
         self.saved_at = pl_module.frames
 

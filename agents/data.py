@@ -47,23 +47,23 @@ class RolloutStream:
         total_frames: int,
         task: str,
         max_bad: int,
-        before_batch: Callable[[], None] | None = None,
+        after_update: Callable[[], None] | None = None,
     ) -> None:
         self.collector, self.frames, self.add_frames = collector, frames, add_frames
         self.total_frames, self.task, self.max_bad = total_frames, task, max_bad
-        self.before_batch = before_batch
+        self.after_update = after_update
         self.bad = 0
         self.stop_requested = False
 
     def __iter__(self) -> Iterator[TensorDictBase]:
         it = iter(self.collector)
         while self.frames() < self.total_frames and not self.stop_requested:
-            if self.before_batch is not None:
-                self.before_batch()
             batch = next(it)
             if all(bool(torch.isfinite(batch.get(k)).all()) for k in OBS_KEYS):
                 self.bad = 0
-                yield batch
+                yield batch  # resumes when the next batch is asked for: after the update on this one
+                if self.after_update is not None:
+                    self.after_update()
                 continue
             self.bad += 1
             warnings.warn(f"{self.task}: non-finite observation or reward near frame {self.frames()}; batch skipped")
@@ -111,7 +111,7 @@ class RolloutData(L.LightningDataModule):
         agent = self.trainer.lightning_module
         copied = acts_on_copy(agent)
         # Environments step on the CPU; with the updates on a GPU the collector acts with a CPU copy
-        # of the actor, refreshed before every batch.
+        # of the actor, refreshed after every update.
         actor = self.collect_actor = copy.deepcopy(agent.actor).cpu() if copied else agent.actor
         with torch.random.fork_rng(devices=[]):  # building the collector never shifts the run's RNG
             self.collector = Collector(
@@ -141,7 +141,7 @@ class RolloutData(L.LightningDataModule):
             total_frames=self.total_frames,
             task=str(self.env_cfg.id),
             max_bad=self.max_bad,
-            before_batch=refresh if copied else None,
+            after_update=refresh if copied else None,
         )
         return self.stream
 

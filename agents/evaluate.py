@@ -14,7 +14,8 @@ import torch
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from ngac.envs import load_normalization, make_env, sync_normalization
+from ngac.envs import load_normalization, make_env, sync_normalization, vector_env
+from ngac.envs.render import make_viewer
 
 
 
@@ -70,18 +71,16 @@ def record_video(actor, env_cfg, snapshot: dict[str, Any], out: str, seed: int, 
     """Record one deterministic episode to MP4 from MuJoCo's ``rgb_array`` render.
 
     The policy acts in an ngac environment (same normalisation as training); a second, rendering
-    copy of the task mirrors its physics state (``qpos``, ``qvel``) each step.
+    copy of the task, filmed by a camera that tracks the agent (:func:`ngac.envs.render.make_viewer`),
+    mirrors its physics state (``qpos``, ``qvel``) each step.
     """
-    import gymnasium as gym
-
-    backend = os.environ.get("MUJOCO_GL")
     try:
         import imageio.v2 as imageio
     except ImportError:
         raise RuntimeError("video recording needs imageio: pip install 'imageio[ffmpeg]'") from None
+    backend = os.environ.get("MUJOCO_GL")
     try:
-        viewer = gym.make(env_cfg.id, render_mode="rgb_array")
-        viewer.reset(seed=seed)
+        viewer = make_viewer(env_cfg.id, seed)  # its camera follows the agent
         viewer.render()
     except Exception as exc:  # noqa: BLE001
         raise RuntimeError(
@@ -92,7 +91,7 @@ def record_video(actor, env_cfg, snapshot: dict[str, Any], out: str, seed: int, 
         raise RuntimeError(f"video recording supports the MuJoCo tasks; {env_cfg.id} is not one")
     env = make_env(env_cfg, num_envs=1, seed=seed, training=False)
     load_normalization(env, snapshot)  # the run's observation statistics, frozen
-    sim = env.base_env._env.envs[0].unwrapped
+    sim = vector_env(env).envs[0].unwrapped
     frames = []
     td = env.reset()
     with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):

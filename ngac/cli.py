@@ -21,12 +21,13 @@ commands:
                                run a saved policy deterministically
   compare EXPERIMENT_OR_SWEEP [--out DIR] [--tracking-uri URI]
                                learning curves and a summary table from MLflow
+  sync OUT_DIR [--tracking-uri URI]
+                               send what a run could not send to MLflow (server down at its end)
 
 `ngac train --cfg job` prints the composed config; `ngac train --help` lists the groups.
 """
 
 CONFIG_MODULE = "ngac.configs"
-MUJOCO_GL_BACKENDS = ("egl", "osmesa", "glfw", "disable", "disabled", "off", "false", "0")
 MAX_CHECKED_COMBINATIONS = 64
 
 
@@ -80,18 +81,24 @@ def precheck(overrides: list[str]) -> None:
     combos = list(itertools.islice(itertools.product(*expanded), MAX_CHECKED_COMBINATIONS)) if expanded else [()]
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base=None):
-        base = compose("config")
         for combo in combos:
             try:
                 cfg = compose("config", overrides=list(combo))
             except (HydraException, OmegaConfBaseException) as exc:
-                raise ConfigError(_explain_compose_error(exc, list(combo), base)) from None
+                # Explain against the config with the same group choices (curvature=kfac has no `mode`).
+                chosen = [ov for ov in combo if ov.split("=", 1)[0].lstrip("+~") in groups]
+                try:
+                    base = compose("config", overrides=chosen)
+                except (HydraException, OmegaConfBaseException):
+                    base = compose("config")
+                raise ConfigError(_explain_compose_error(exc, list(combo), base, chosen)) from None
             OmegaConf.set_struct(cfg, False)
             validate_config(cfg)
     GlobalHydra.instance().clear()
 
 
-def _explain_compose_error(exc: Exception, combo: list[str], base) -> str:
+def _explain_compose_error(exc: Exception, combo: list[str], base, chosen: list[str]) -> str:
+    """An unknown key names the options valid for the chosen group option, never Hydra's ``+key`` hint."""
     from omegaconf import OmegaConf
 
     text = _one_line(exc)
@@ -101,14 +108,22 @@ def _explain_compose_error(exc: Exception, combo: list[str], base) -> str:
         node = OmegaConf.select(base, parent) if parent else base
         if node is not None and OmegaConf.is_dict(node) and leaf not in node and not ov.startswith("+"):
             valid = ", ".join(sorted(str(k) for k in node.keys()))
-            return f"unknown config key {key!r}; valid keys{' under ' + parent if parent else ''}: {valid}"
-    return text
+            group = parent.split(".", 1)[0]
+            which = next((c.split("=", 1)[1] for c in chosen if c.split("=", 1)[0].lstrip("+~") == group), None)
+            under = f" under {parent}" + (f" ({group}={which})" if which else "") if parent else ""
+            return f"unknown config key {key!r}; valid keys{under}: {valid}"
+    return text.split(" To append to your config use")[0]
 
 
 def train(argv: list[str]) -> int:
     from ngac.validate import ConfigError
 
-    if not any(a in argv for a in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--resolve")):
+    if "--help" in argv or "-h" in argv:
+        from ngac.help import render_help
+
+        print(render_help(config_dir(), [a for a in argv if not a.startswith("-")]))
+        return 0
+    if not any(a in argv for a in ("--hydra-help", "--cfg", "-c", "--info", "--resolve")):
         overrides = [a for a in argv if not a.startswith("-")]
         try:
             precheck(overrides)
@@ -146,6 +161,22 @@ def evaluate(argv: list[str]) -> int:
     return 0
 
 
+def sync(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ngac sync", description="Send what a run could not send to MLflow.")
+    parser.add_argument("out_dir", help="the run's output folder (the one holding checkpoints/)")
+    parser.add_argument("--tracking-uri", default=None, help="another address for the same store")
+    args = parser.parse_args(argv)
+    from ngac.sync import sync as sync_run
+    from ngac.validate import ConfigError
+
+    try:
+        done = sync_run(args.out_dir, args.tracking_uri)
+    except ConfigError as exc:
+        return _err(str(exc))
+    print(f"run {done['run_id']}: {done['rows']} metric rows, {done['artifacts']} artifacts sent; status {done['status']}")
+    return 0
+
+
 def compare(argv: list[str]) -> int:
     from ngac.compare import main as compare_main
 
@@ -158,11 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    gl = os.environ.get("MUJOCO_GL")
-    if gl is not None and gl.lower() not in MUJOCO_GL_BACKENDS:
-        # MuJoCo would raise this at import time, deep inside the first environment.
-        return _err(f"MUJOCO_GL={gl!r} is not valid; choose one of {', '.join(MUJOCO_GL_BACKENDS)} (or unset it)")
-    commands = {"train": train, "eval": evaluate, "compare": compare}
+    if command in ("train", "eval") and os.environ.get("MUJOCO_GL") is not None:
+        # MuJoCo reads MUJOCO_GL when imported (TorchRL imports it): check before importing them.
+        from ngac.envs.render import check_gl_backend
+
+        try:
+            check_gl_backend()
+        except ValueError as exc:
+            return _err(str(exc))
+    commands = {"train": train, "eval": evaluate, "compare": compare, "sync": sync}
     if command not in commands:
         return _err(f"unknown command {command!r}; valid: {', '.join(commands)}")
     return commands[command](rest)

@@ -169,7 +169,9 @@ class TrainingRun:
             if not stop.requested:
                 trainer, self.model, self.data = self._build(stop)
                 try:
-                    trainer.fit(self.model, datamodule=self.data, ckpt_path=self.resume_from)
+                    # weights_only=False: the checkpoint holds numpy RNG and simulator state; read_checkpoint
+                    # has already checked that it is an ngac checkpoint of this run.
+                    trainer.fit(self.model, datamodule=self.data, ckpt_path=self.resume_from, weights_only=False)
                 except SIGTERMException:
                     pass  # Lightning's way of stopping on SIGTERM, after our checkpoint at the batch end
             if stop.requested:

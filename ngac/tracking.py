@@ -21,11 +21,26 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from .mlflow_utils import fail_fast as _fail_fast
 from .mlflow_utils import resolve_tracking_uri
+
+
+def local_artifact_root(uri: str) -> str | None:
+    """For a local sqlite store, artifacts go to ``mlruns/`` beside the database file (MLflow's own
+    default is ``./mlruns`` of whatever folder the run starts in); None (MLflow's default) otherwise."""
+    if uri.startswith("sqlite:///") and not uri.endswith(":memory:"):
+        return (Path(uri[len("sqlite:///") :]).resolve().parent / "mlruns").as_uri()
+    return None
+
+
+BUFFER = "metrics_buffer.jsonl"  # metric rows that never reached MLflow
+UNSYNCED = "unsynced.json"  # the run's final status and artifacts that could not be sent
+
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -57,15 +72,11 @@ class ResilientMLFlowLogger(MLFlowLogger):
         self._last_flush = time.monotonic()
         self._warned = False
         self.skip_through_step = -1  # rows at or below this step are already in MLflow (a resume)
-        self._last_row: tuple[int | None, dict[str, float]] | None = None
 
+    @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         row = {k: float(v) for k, v in metrics.items()}
-        # Lightning re-sends the last step's metrics when the on-policy stream ends inside
-        # training_step (the StopIteration that ends the epoch); a row is kept once.
-        repeat = self._last_row == (step, row)
-        self._last_row = (step, row)
-        if row and not repeat and (step is None or step > self.skip_through_step):
+        if row and (step is None or step > self.skip_through_step):
             self._pending.append((row, step, int(time.time() * 1000)))
         if time.monotonic() - self._last_flush >= self._flush_every_s:
             self.flush()
@@ -123,8 +134,11 @@ class RunLogger:
             tracking_uri=self.tracking_uri,
             tags=tags,
             run_id=run_id,
-            buffer_path=out_dir / "metrics_buffer.jsonl",
+            buffer_path=out_dir / BUFFER,
+            artifact_location=local_artifact_root(self.tracking_uri),
         )
+        self.out_dir, self.buffer_path = out_dir, out_dir / BUFFER
+        self.unsynced: dict[str, Any] = {"status": None, "artifacts": []}
         self.client = self.lightning_logger.experiment
         self.run_id: str = self.lightning_logger.run_id
         if run_id is not None:
@@ -144,15 +158,22 @@ class RunLogger:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.lightning_logger.log_metrics(metrics, step=step)
 
-    def log_artifact(self, path: Path, folder: str) -> None:
+    def log_artifact(self, path: Path, folder: str) -> bool:
         try:
             with _fail_fast(retries=1, timeout=60):
                 self.client.log_artifact(self.run_id, str(path), folder)
+            return True
         except Exception as exc:  # noqa: BLE001
             warnings.warn(f"could not upload {path} to MLflow ({type(exc).__name__}); it stays on disk", stacklevel=2)
+            self.unsynced["artifacts"].append([str(path), folder])
+            return False
 
     def finish(self, status: str) -> None:
-        """``status`` is FINISHED, KILLED or FAILED; no run is left RUNNING if MLflow is up."""
+        """``status`` is FINISHED, KILLED or FAILED; no run is left RUNNING if MLflow is up.
+
+        If it is not, what could not be sent is recorded in ``<out_dir>/unsynced.json`` (with the
+        metric rows in ``metrics_buffer.jsonl``) and ``ngac sync <out_dir>`` sends it later.
+        """
         self.lightning_logger.flush()  # one last try at what is buffered
         self.lightning_logger.flush_to_disk()
         try:
@@ -160,3 +181,8 @@ class RunLogger:
                 self.client.set_terminated(self.run_id, status=status)
         except Exception as exc:  # noqa: BLE001
             warnings.warn(f"could not mark MLflow run {self.run_id} {status} ({type(exc).__name__})", stacklevel=2)
+            self.unsynced["status"] = status
+        if self.unsynced["status"] or self.unsynced["artifacts"] or self.buffer_path.exists():
+            record = {"tracking_uri": self.tracking_uri, "run_id": self.run_id, **self.unsynced}
+            (self.out_dir / UNSYNCED).write_text(json.dumps(record, indent=1))
+            print(f"MLflow was unreachable at the end of the run: `ngac sync {self.out_dir}` sends what is missing")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ngac.agents import actor_critic
+from ngac.agents import nac
 from ngac.agents.data import NonFiniteEnvironmentError
 from ngac.run import TrainingRun
 
@@ -49,16 +49,16 @@ def _params(model):
 @pytest.mark.parametrize("poison", [float("nan"), float("inf")])
 @pytest.mark.parametrize("backend", ["sherman_morrison", "kfac", "cg", "hybrid"])
 def test_nonfinite_advantages_are_never_applied(cfg_factory, monkeypatch, poison, backend):
-    original = actor_critic.ActorCritic._update_actor
+    original = nac.NaturalGradientAgent._update_actor
 
     def poisoned(self, obs_td, action, adv):
         adv = adv.clone()
         adv[3] = poison
         return original(self, obs_td, action, adv)
 
-    monkeypatch.setattr(actor_critic.ActorCritic, "_update_actor", poisoned)
+    monkeypatch.setattr(nac.NaturalGradientAgent, "_update_actor", poisoned)
     trainer = TrainingRun(cfg_factory("env=pendulum", f"curvature={backend}", "trainer.total_frames=96"))
-    trainer.build = _wrap_build(trainer)
+    trainer._build = _wrap_build(trainer)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit()
@@ -72,17 +72,18 @@ def test_nonfinite_advantages_are_never_applied(cfg_factory, monkeypatch, poison
 
 
 def _wrap_build(trainer):
-    build = trainer.build
+    build = trainer._build
 
-    def wrapped():
-        build()
-        trainer.initial_params = _params(trainer.model)
+    def wrapped(stop):
+        built = build(stop)
+        trainer.initial_params = _params(built[1])
+        return built
 
     return wrapped
 
 
 def test_hybrid_raises_damping_after_a_skipped_update(cfg_factory, monkeypatch):
-    original = actor_critic.ActorCritic._update_actor
+    original = nac.NaturalGradientAgent._update_actor
     calls = {"n": 0}
 
     def poison_first(self, obs_td, action, adv):
@@ -91,7 +92,7 @@ def test_hybrid_raises_damping_after_a_skipped_update(cfg_factory, monkeypatch):
             adv = torch.full_like(adv, float("nan"))
         return original(self, obs_td, action, adv)
 
-    monkeypatch.setattr(actor_critic.ActorCritic, "_update_actor", poison_first)
+    monkeypatch.setattr(nac.NaturalGradientAgent, "_update_actor", poison_first)
     trainer = TrainingRun(cfg_factory("env=pendulum", "curvature=hybrid", "curvature.damping=0.1", "trainer.total_frames=64"))
     trainer.fit()
     client = mlflow.MlflowClient(trainer.tracking_uri)
@@ -124,7 +125,7 @@ def test_nonfinite_rewards_skip_the_batch_and_keep_statistics_finite(cfg_factory
         assert torch.isfinite(p).all()
     from ngac.envs import env_state
 
-    for key, buffers in env_state(trainer.env)["transforms"].items():
+    for key, buffers in env_state(trainer.data.env)["transforms"].items():
         if "EpisodeStats" in key:  # the running episode's own return is honestly NaN
             continue
         for name, value in buffers.items():
@@ -132,12 +133,12 @@ def test_nonfinite_rewards_skip_the_batch_and_keep_statistics_finite(cfg_factory
 
 
 def test_exploding_update_norms_warn(cfg_factory):
-    from ngac.agents.actor_critic import ActorCritic
-
-    cfg = cfg_factory("env=pendulum")
     from omegaconf import OmegaConf
 
-    model = ActorCritic(OmegaConf.to_container(cfg.agent), OmegaConf.to_container(cfg.curvature), 3, 1, "continuous")
+    cfg = cfg_factory("env=pendulum")
+    model = nac.NaturalGradientAgent(
+        OmegaConf.to_container(cfg.agent), OmegaConf.to_container(cfg.curvature), 3, 1, "continuous"
+    )
     for norm in [1.0, 1.1, 0.9, 1.0, 1.05]:
         model._warn_on_exploding_norm(norm)
     with pytest.warns(RuntimeWarning, match="damping may be too small"):

@@ -52,7 +52,7 @@ def _wait_for_checkpoint(proc, ckpt: Path, frames: int, timeout: float = 300) ->
             raise AssertionError(f"run ended before frame {frames}: {proc.stdout.read()[-3000:]}")
         if ckpt.exists() and _frames(ckpt) >= frames:
             return
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError("no checkpoint in time")
 
 
@@ -73,11 +73,11 @@ def test_kill9_then_resume_matches_uninterrupted_run_bitwise(tmp_path):
     _train(tmp_path, "straight")
     proc = _train(tmp_path, "killed", wait=False)
     ckpt = tmp_path / "killed" / "checkpoints" / "last.ckpt"
-    _wait_for_checkpoint(proc, ckpt, 448)
+    _wait_for_checkpoint(proc, ckpt, 192)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     killed_at = _frames(ckpt)
-    assert 448 <= killed_at < 1280
+    assert 192 <= killed_at < 1280
     client, runs = _run(tmp_path / "killed.db")
     assert len(runs) == 1 and runs[0].info.status == "RUNNING"  # what kill -9 leaves behind
     run_id = runs[0].info.run_id
@@ -94,6 +94,10 @@ def test_kill9_then_resume_matches_uninterrupted_run_bitwise(tmp_path):
     client, runs = _run(tmp_path / "killed.db")
     assert [r.info.run_id for r in runs] == [run_id], "resume must continue the same MLflow run"
     assert runs[0].info.status == "FINISHED"
+    for key in ("charts/frames", "losses/value_loss", "perf/update_ms"):
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        twice = sorted({s for s in steps if steps.count(s) > 1})
+        assert not twice, f"{key}: steps {twice} logged twice (killed at {killed_at})"
     ca, ra = _run(tmp_path / "straight.db")
     for key in ("charts/episode_return", "losses/value_loss", "curvature/direction_norm", "eval/episode_return"):
         want = _last_per_step(ca, ra[0].info.run_id, key)
@@ -132,6 +136,43 @@ def test_crash_marks_failed_and_keeps_checkpoint(tmp_path, cfg_factory, monkeypa
     client = mlflow.MlflowClient(trainer.tracking_uri)
     assert client.get_run(trainer.mlflow_run_id).info.status == "FAILED"
     assert _frames(trainer.ckpt_dir / "last.ckpt") == 32
+
+
+def test_sigterm_before_the_first_batch_marks_killed(cfg_factory, monkeypatch):
+    """A signal between the MLflow run's creation and the first update: KILLED, exit 143, said so."""
+    from ngac.agents.data import RolloutData
+    from ngac.run import TrainingRun
+
+    setup = RolloutData.setup
+
+    def setup_then_signal(self, stage):
+        setup(self, stage)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(RolloutData, "setup", setup_then_signal)
+    run = TrainingRun(cfg_factory("env=pendulum", "trainer.total_frames=128"))
+    outcome = run.fit()
+    assert (outcome.status, outcome.exit_code) == ("KILLED", 128 + signal.SIGTERM)
+    assert mlflow.MlflowClient(run.tracking_uri).get_run(run.mlflow_run_id).info.status == "KILLED"
+    assert run.model.frames <= 32
+
+
+def test_sigterm_during_the_final_evaluation_agrees_with_the_exit_status(cfg_factory, monkeypatch):
+    from ngac.agents.callbacks import PeriodicEvaluation
+    from ngac.run import TrainingRun
+
+    evaluate = PeriodicEvaluation.run
+
+    def signal_during_eval(self, trainer, pl_module):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(self, trainer, pl_module)
+
+    monkeypatch.setattr(PeriodicEvaluation, "run", signal_during_eval)
+    run = TrainingRun(cfg_factory("env=pendulum", "trainer.total_frames=64"))
+    outcome = run.fit()
+    status = mlflow.MlflowClient(run.tracking_uri).get_run(run.mlflow_run_id).info.status
+    assert status == outcome.status == "KILLED" and outcome.exit_code == 128 + signal.SIGTERM
+    assert _frames(run.ckpt_dir / "last.ckpt") == 64, "the finished training is checkpointed"
 
 
 def test_same_seed_same_returns(tmp_path, cfg_factory):
