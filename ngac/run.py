@@ -30,6 +30,7 @@ from ngac.agents.data import RolloutData
 from ngac.agents.progress import FramesProgressBar
 from ngac.envs import action_kind, env_dims
 
+from .links import ui_links
 from .mlflow_utils import resolve_tracking_uri
 from .sweeps import SWEEP_ENV, SWEEP_PARENT_ENV
 from .tracking import RunLogger
@@ -183,10 +184,9 @@ class TrainingRun:
                     self.run_logger.log_artifact(path, "checkpoints")
                 outcome.status = "FINISHED"
                 ret = outcome.final.get("eval/episode_return", float("nan"))
-                print(
-                    f"done: {self.model.frames} frames, eval return {ret:.2f}; checkpoint {path}; "
-                    f"MLflow run {self.mlflow_run_id} at {self.tracking_uri}"
-                )
+                print(f"done: {self.model.frames} frames, eval return {ret:.2f}; checkpoint {path}")
+                for line in ui_links(self.tracking_uri, self.run_logger.experiment_id, self.mlflow_run_id):
+                    print(line)
         except KeyboardInterrupt:
             outcome.status, outcome.signal = "KILLED", int(stop.signum or 2)
         finally:

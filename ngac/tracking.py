@@ -141,6 +141,7 @@ class RunLogger:
         self.unsynced: dict[str, Any] = {"status": None, "artifacts": []}
         self.client = self.lightning_logger.experiment
         self.run_id: str = self.lightning_logger.run_id
+        self.experiment_id: str = self.lightning_logger.experiment_id
         if run_id is not None:
             # Re-open a resumed run (MLflow marks it FINISHED/KILLED/FAILED when it ended).
             self.client.update_run(self.run_id, status="RUNNING")

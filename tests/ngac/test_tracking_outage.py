@@ -96,3 +96,26 @@ def test_server_dying_mid_run_does_not_stop_training(tmp_path):
     assert steps == sorted(steps) and steps[-1] == total, steps
     assert any("charts/sps" in r["metrics"] for r in rows)
     assert "eval/episode_return" in rows[-1]["metrics"]  # the final evaluation was kept too
+
+    # The server is back (same store, another address): `ngac sync` sends what the run could not.
+    record = json.loads((run_dir / "unsynced.json").read_text())
+    assert record["status"] == "FINISHED" and record["artifacts"], record
+    server2 = start_server(tmp_path / "server")
+    try:
+        out = subprocess.run(
+            [*ngac_command(), "sync", str(run_dir), "--tracking-uri", server2.url],
+            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        run = rest(server2.url, "/api/2.0/mlflow/runs/get", params={"run_id": record["run_id"]})["run"]
+        assert run["info"]["status"] == "FINISHED"
+        history = rest(server2.url, "/api/2.0/mlflow/metrics/get-history",
+                       params={"run_id": record["run_id"], "metric_key": "charts/frames", "max_results": 1000})  # fmt: skip
+        assert {m["step"] for m in history["metrics"]} >= {s for r in rows if "charts/frames" in r["metrics"] for s in [r["step"]]}
+        listed = rest(server2.url, "/api/2.0/mlflow/artifacts/list", params={"run_id": record["run_id"], "path": "checkpoints"})
+        assert any(f["path"].endswith("last.ckpt") for f in listed.get("files", [])), listed
+        again = subprocess.run([*ngac_command(), "sync", str(run_dir)], cwd=tmp_path, env=clean_env(),
+                               capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert again.returncode == 2 and "nothing to sync" in again.stderr
+    finally:
+        server2.stop()
