@@ -30,7 +30,6 @@ from torchrl.objectives.value import GAE
 from . import metrics as M
 from .networks import make_actor, make_critic
 
-
 CHECKPOINT_FORMAT = "ngac-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: Lightning checkpoints (1 was ngac's own payload)
 

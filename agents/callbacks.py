@@ -70,9 +70,7 @@ class PeriodicEvaluation(L.Callback):
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         t0 = time.perf_counter()
-        result = evaluate(
-            pl_module.actor, self.env_cfg, trainer.datamodule.env, episodes=self.episodes, seed=self.seed
-        )
+        result = evaluate(pl_module.actor, self.env_cfg, trainer.datamodule.env, episodes=self.episodes, seed=self.seed)
         return {
             M.EVAL_RETURN: result["mean_return"],
             M.EVAL_RETURN_STD: result["std_return"],

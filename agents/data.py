@@ -66,7 +66,9 @@ class RolloutStream:
                     self.after_update()
                 continue
             self.bad += 1
-            warnings.warn(f"{self.task}: non-finite observation or reward near frame {self.frames()}; batch skipped")
+            warnings.warn(
+                f"{self.task}: non-finite observation or reward near frame {self.frames()}; batch skipped", stacklevel=2
+            )
             if self.bad >= self.max_bad:
                 raise NonFiniteEnvironmentError(
                     f"{self.task} emitted non-finite observations or rewards in {self.bad} consecutive batches "

@@ -18,7 +18,6 @@ from ngac.envs import load_normalization, make_env, sync_normalization, vector_e
 from ngac.envs.render import make_viewer
 
 
-
 def evaluate(
     actor,
     env_cfg,

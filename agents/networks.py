@@ -152,7 +152,9 @@ class RolloutPolicy(TensorDictModuleBase):
 
 
 def make_critic(obs_dim: int, hidden: Sequence[int], activation: str) -> TensorDictModule:
-    return TensorDictModule(mlp(obs_dim, 1, hidden, activation, out_gain=1.0), in_keys=["observation"], out_keys=["state_value"])
+    return TensorDictModule(
+        mlp(obs_dim, 1, hidden, activation, out_gain=1.0), in_keys=["observation"], out_keys=["state_value"]
+    )
 
 
 def mean_kl(old, new) -> Tensor:

@@ -42,7 +42,11 @@ class PPOAgent(OnPolicyAgent):
         for _ in range(self.cfg["epochs"]):
             for idx in torch.randperm(data.shape[0], device=adv.device).split(self.cfg["minibatch_size"]):
                 out = self.loss(data[idx])
-                loss = out["loss_objective"] + out["loss_critic"] + out.get("loss_entropy", torch.zeros((), device=adv.device))
+                loss = (
+                    out["loss_objective"]
+                    + out["loss_critic"]
+                    + out.get("loss_entropy", torch.zeros((), device=adv.device))
+                )
                 if not torch.isfinite(loss):
                     skipped += 1  # never apply a non-finite step
                     continue

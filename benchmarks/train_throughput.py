@@ -144,10 +144,14 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in rows.items()}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+        platform.processor(),
+    )
     lines = [
         f"Command: `python benchmarks/train_throughput.py --frames {args.frames} --repeats {args.repeats} --env {args.env}"
-        + (" " + " ".join(args.overrides) if args.overrides else "") + "`",
+        + (" " + " ".join(args.overrides) if args.overrides else "")
+        + "`",
         f"Commit {commit}, {time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread; "
         f"medians of {args.repeats} interleaved repeats.",
         "",
@@ -171,7 +175,9 @@ def main() -> None:
         "critic (Adam epochs)": ph["perf/critic_ms"],
         "actor (curvature + step rule)": actor_ms,
     }
-    parts["other (Lightning, logging, callbacks)"] = max(batch_ms - sum(v for v in parts.values() if not math.isnan(v)), 0.0)
+    parts["other (Lightning, logging, callbacks)"] = max(
+        batch_ms - sum(v for v in parts.values() if not math.isnan(v)), 0.0
+    )
     lines += [
         "",
         f"Where one batch of {frames_per_batch} frames goes (medians of the per-batch `perf/*` metrics):",

@@ -141,7 +141,9 @@ def evaluate(argv: list[str]) -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=12345)
-    parser.add_argument("--video", default=None, help="write an MP4 of one episode here (MuJoCo tasks; needs MUJOCO_GL)")
+    parser.add_argument(
+        "--video", default=None, help="write an MP4 of one episode here (MuJoCo tasks; needs MUJOCO_GL)"
+    )
     args = parser.parse_args(argv)
     from ngac.evaluation import eval_checkpoint
     from ngac.validate import ConfigError
@@ -173,7 +175,9 @@ def sync(argv: list[str]) -> int:
         done = sync_run(args.out_dir, args.tracking_uri)
     except ConfigError as exc:
         return _err(str(exc))
-    print(f"run {done['run_id']}: {done['rows']} metric rows, {done['artifacts']} artifacts sent; status {done['status']}")
+    print(
+        f"run {done['run_id']}: {done['rows']} metric rows, {done['artifacts']} artifacts sent; status {done['status']}"
+    )
     return 0
 
 

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -114,7 +113,9 @@ class ResilientMLFlowLogger(MLFlowLogger):
             with open(self._buffer_path, "a") as fh:
                 for m, step, ts in self._pending:
                     fh.write(json.dumps({"step": step, "timestamp": ts, "metrics": m}) + "\n")
-            warnings.warn(f"{len(self._pending)} metric rows could not reach MLflow; kept in {self._buffer_path}")
+            warnings.warn(
+                f"{len(self._pending)} metric rows could not reach MLflow; kept in {self._buffer_path}", stacklevel=2
+            )
             self._pending.clear()
 
     def finalize(self, status: str = "success") -> None:

@@ -129,7 +129,9 @@ def validate_config(cfg: DictConfig) -> None:
     agent_cls = AGENTS[cfg.agent.name]
     if agent_cls.uses_curvature:
         if _get(cfg, "curvature") is None:
-            raise ConfigError(f"agent.name={cfg.agent.name!r} needs a curvature backend; choose one with curvature=NAME")
+            raise ConfigError(
+                f"agent.name={cfg.agent.name!r} needs a curvature backend; choose one with curvature=NAME"
+            )
         try:
             build_curvature(**OmegaConf.to_container(cfg.curvature, resolve=True))
         except (ValueError, TypeError) as exc:
@@ -219,7 +221,9 @@ def check_out_dir(out_dir: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"out_dir={str(out_dir)!r} cannot be written ({exc.strerror}); choose a writable folder") from None
+        raise ConfigError(
+            f"out_dir={str(out_dir)!r} cannot be written ({exc.strerror}); choose a writable folder"
+        ) from None
 
 
 def check_tracking_server(uri: str) -> None:

@@ -46,7 +46,9 @@ def test_trust_region_eta_is_the_kl_radius_by_hand():
     assert result.applied
     assert result.eta == pytest.approx(0.04, rel=1e-12)
     torch.testing.assert_close(params[0], torch.tensor([0.12, 0.16], dtype=torch.float64))
-    assert result.kl == pytest.approx(0.02, rel=1e-12), "the quadratic KL model is exact here: the step lands on the radius"
+    assert result.kl == pytest.approx(0.02, rel=1e-12), (
+        "the quadratic KL model is exact here: the step lands on the radius"
+    )
 
 
 def test_line_search_backtracks_until_kl_and_gain_are_acceptable():

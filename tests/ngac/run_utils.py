@@ -23,7 +23,11 @@ def make_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
         f"out_dir={tmp_path}/run",
     ]
     ppo = any(o in ("algo=ppo", "agent=ppo") for o in overrides)
-    tiny += ["agent.minibatch_size=16", "agent.epochs=1"] if ppo else ["agent.critic.minibatch_size=16", "agent.critic.epochs=1"]
+    tiny += (
+        ["agent.minibatch_size=16", "agent.epochs=1"]
+        if ppo
+        else ["agent.critic.minibatch_size=16", "agent.critic.epochs=1"]
+    )
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="ngac.configs", version_base=None):
         cfg = compose("config", overrides=tiny + list(overrides))

@@ -15,7 +15,6 @@ import ngac.run as run_mod
 from ngac.cli import main, precheck
 from ngac.validate import ConfigError
 
-
 # (overrides, words that must appear in the one-line message)
 CLI_CASES = [
     (["curvature=newton"], ["newton", "sherman_morrison", "kfac"]),
@@ -180,7 +179,10 @@ class _MultiDiscreteEnv:
 def test_cli_error_is_one_line_in_a_real_process(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "ngac.cli", "train", "curvature.damping=-1"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert out.returncode == 2
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
@@ -191,7 +193,7 @@ def test_cli_error_is_one_line_in_a_real_process(tmp_path):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     damping=st.floats(allow_nan=True, allow_infinity=True),
-    frames=st.integers(min_value=-10**6, max_value=10**7),
+    frames=st.integers(min_value=-(10**6), max_value=10**7),
     max_kl=st.floats(allow_nan=True, allow_infinity=True),
 )
 def test_generated_values_are_accepted_or_rejected_cleanly(damping, frames, max_kl):

@@ -9,16 +9,29 @@ import sys
 
 import mlflow
 
-TINY = ["env=pendulum", "env.num_envs=2", "agent.frames_per_batch=32", "trainer.total_frames=64",
-        "trainer.eval_episodes=1", "trainer.progress_bar=false", "env.max_episode_steps=20"]
+TINY = [
+    "env=pendulum",
+    "env.num_envs=2",
+    "agent.frames_per_batch=32",
+    "trainer.total_frames=64",
+    "trainer.eval_episodes=1",
+    "trainer.progress_bar=false",
+    "env.max_episode_steps=20",
+]
 
 
 def test_simultaneous_runs_in_a_fresh_folder(tmp_path):
     # The default store, not whatever another test (or mlflow.set_tracking_uri) left in the environment.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "NGAC_"))}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "ngac.cli", "train", *TINY, f"seed={i}"], cwd=tmp_path, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "ngac.cli", "train", *TINY, f"seed={i}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for i in range(2)
     ]
     outs = [p.communicate(timeout=300)[0] for p in procs]

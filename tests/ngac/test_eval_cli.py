@@ -20,10 +20,20 @@ def cheetah_checkpoint(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eval")
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="ngac.configs", version_base=None):
-        cfg = compose("config", overrides=[
-            "env=halfcheetah", "env.num_envs=2", "agent.frames_per_batch=32", "trainer.total_frames=64",
-            "trainer.eval_episodes=1", "trainer.progress_bar=false", "env.max_episode_steps=30",
-            f"logger.tracking_uri=sqlite:///{tmp}/mlflow.db", f"out_dir={tmp}/run"])
+        cfg = compose(
+            "config",
+            overrides=[
+                "env=halfcheetah",
+                "env.num_envs=2",
+                "agent.frames_per_batch=32",
+                "trainer.total_frames=64",
+                "trainer.eval_episodes=1",
+                "trainer.progress_bar=false",
+                "env.max_episode_steps=30",
+                f"logger.tracking_uri=sqlite:///{tmp}/mlflow.db",
+                f"out_dir={tmp}/run",
+            ],
+        )
     GlobalHydra.instance().clear()
     OmegaConf.set_struct(cfg, False)
     trainer = TrainingRun(cfg)
@@ -32,8 +42,13 @@ def cheetah_checkpoint(tmp_path_factory):
 
 
 def _eval(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "ngac.cli", "eval", *map(str, args)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "ngac.cli", "eval", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_eval_runs_the_saved_policy(cheetah_checkpoint):

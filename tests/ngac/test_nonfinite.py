@@ -93,17 +93,24 @@ def test_hybrid_raises_damping_after_a_skipped_update(cfg_factory, monkeypatch):
         return original(self, obs_td, action, adv)
 
     monkeypatch.setattr(nac.NaturalGradientAgent, "_update_actor", poison_first)
-    trainer = TrainingRun(cfg_factory("env=pendulum", "curvature=hybrid", "curvature.damping=0.1", "trainer.total_frames=64"))
+    trainer = TrainingRun(
+        cfg_factory("env=pendulum", "curvature=hybrid", "curvature.damping=0.1", "trainer.total_frames=64")
+    )
     trainer.fit()
     client = mlflow.MlflowClient(trainer.tracking_uri)
-    lam = [m.value for m in sorted(client.get_metric_history(trainer.mlflow_run_id, "curvature/lambda"), key=lambda m: m.step)]
+    lam = [
+        m.value
+        for m in sorted(client.get_metric_history(trainer.mlflow_run_id, "curvature/lambda"), key=lambda m: m.step)
+    ]
     assert lam[0] == pytest.approx(0.1)
     assert lam[1] > lam[0], lam
 
 
 @pytest.mark.parametrize("task", ["ngac-test/NaNObs-v0", "ngac-test/InfObs-v0"])
 def test_environment_that_keeps_emitting_nonfinite_observations_stops_the_run(cfg_factory, task):
-    trainer = TrainingRun(cfg_factory("env=pendulum", f"env.id={task}", "trainer.total_frames=640", "trainer.max_bad_batches=3"))
+    trainer = TrainingRun(
+        cfg_factory("env=pendulum", f"env.id={task}", "trainer.total_frames=640", "trainer.max_bad_batches=3")
+    )
     with pytest.raises(NonFiniteEnvironmentError) as info:
         trainer.fit()
     message = str(info.value)
@@ -116,8 +123,11 @@ def test_environment_that_keeps_emitting_nonfinite_observations_stops_the_run(cf
 
 
 def test_nonfinite_rewards_skip_the_batch_and_keep_statistics_finite(cfg_factory):
-    trainer = TrainingRun(cfg_factory("env=pendulum", "env.id=ngac-test/NaNReward-v0", "trainer.total_frames=64",
-                                  "trainer.max_bad_batches=100"))
+    trainer = TrainingRun(
+        cfg_factory(
+            "env=pendulum", "env.id=ngac-test/NaNReward-v0", "trainer.total_frames=64", "trainer.max_bad_batches=100"
+        )
+    )
     with pytest.warns(UserWarning, match="non-finite"):
         trainer.fit()
     assert trainer.model.updates == 0  # every batch after step 10 carries a NaN reward

@@ -29,8 +29,16 @@ COMMON = [
 
 
 def _train(tmp: Path, name: str, *extra: str, wait: bool = True) -> subprocess.Popen:
-    args = [sys.executable, "-m", "ngac.cli", "train", *COMMON,
-            f"logger.tracking_uri=sqlite:///{tmp}/{name}.db", f"out_dir={tmp}/{name}", *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "ngac.cli",
+        "train",
+        *COMMON,
+        f"logger.tracking_uri=sqlite:///{tmp}/{name}.db",
+        f"out_dir={tmp}/{name}",
+        *extra,
+    ]
     proc = subprocess.Popen(args, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if wait:
         out, _ = proc.communicate(timeout=600)
@@ -180,7 +188,9 @@ def test_same_seed_same_returns(tmp_path, cfg_factory):
 
     results = []
     for i in range(2):
-        trainer = TrainingRun(cfg_factory("env=cartpole", "trainer.total_frames=256", "seed=3", f"out_dir={tmp_path}/r{i}"))
+        trainer = TrainingRun(
+            cfg_factory("env=cartpole", "trainer.total_frames=256", "seed=3", f"out_dir={tmp_path}/r{i}")
+        )
         final = trainer.fit().final
         results.append((final["eval/episode_return"], [p.detach().clone() for p in trainer.model.parameters()]))
     assert results[0][0] == results[1][0]

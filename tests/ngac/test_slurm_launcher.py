@@ -37,7 +37,12 @@ def test_slurm_launcher_renders_sbatch(tmp_path):
         setup=list(launcher.setup),
         array_parallelism=launcher.array_parallelism,
     )
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=240", "#SBATCH --cpus-per-task=4",
-                 "#SBATCH --gpus-per-node=1", "#SBATCH --mem=16GB", "export OMP_NUM_THREADS=1"):
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=240",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --mem=16GB",
+        "export OMP_NUM_THREADS=1",
+    ):
         assert line in script, line
-

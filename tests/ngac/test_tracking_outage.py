@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+
 from tests.ngac.tracking_utils import TINY_RUN, clean_env, free_port, ngac_command, rest, search_runs, start_server
 
 TINY = [*TINY_RUN, "curvature=identity"]
@@ -64,7 +65,9 @@ def test_server_dying_mid_run_does_not_stop_training(tmp_path):
                 assert train.poll() is None, f"training ended before any metric arrived:\n{log.read_text()[-3000:]}"
                 assert time.monotonic() < deadline, f"no metrics after 180 s:\n{log.read_text()[-3000:]}"
                 try:
-                    exp = rest(server.url, "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "outage"})
+                    exp = rest(
+                        server.url, "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "outage"}
+                    )
                     runs = search_runs(server.url, [exp["experiment"]["experiment_id"]])
                     if runs and runs[0]["data"].get("metrics"):
                         break
@@ -111,8 +114,12 @@ def test_server_dying_mid_run_does_not_stop_training(tmp_path):
         assert run["info"]["status"] == "FINISHED"
         history = rest(server2.url, "/api/2.0/mlflow/metrics/get-history",
                        params={"run_id": record["run_id"], "metric_key": "charts/frames", "max_results": 1000})  # fmt: skip
-        assert {m["step"] for m in history["metrics"]} >= {s for r in rows if "charts/frames" in r["metrics"] for s in [r["step"]]}
-        listed = rest(server2.url, "/api/2.0/mlflow/artifacts/list", params={"run_id": record["run_id"], "path": "checkpoints"})
+        assert {m["step"] for m in history["metrics"]} >= {
+            s for r in rows if "charts/frames" in r["metrics"] for s in [r["step"]]
+        }
+        listed = rest(
+            server2.url, "/api/2.0/mlflow/artifacts/list", params={"run_id": record["run_id"], "path": "checkpoints"}
+        )
         assert any(f["path"].endswith("last.ckpt") for f in listed.get("files", [])), listed
         again = subprocess.run([*ngac_command(), "sync", str(run_dir)], cwd=tmp_path, env=clean_env(),
                                capture_output=True, text=True, timeout=120)  # fmt: skip

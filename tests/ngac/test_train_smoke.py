@@ -7,8 +7,8 @@ import math
 import mlflow
 import pytest
 
-from ngac.run import TrainingRun
 from ngac.cli import group_options
+from ngac.run import TrainingRun
 
 ENVS = group_options("env")
 BACKENDS = group_options("curvature")
@@ -38,7 +38,9 @@ def test_every_env_trains(cfg_factory, env):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("step_rule", ["fixed", "trust_region", "line_search"])
 def test_every_backend_and_step_rule_trains(cfg_factory, backend, step_rule):
-    cfg = cfg_factory("env=pendulum", f"curvature={backend}", f"agent.step_rule={step_rule}", "env.max_episode_steps=20")
+    cfg = cfg_factory(
+        "env=pendulum", f"curvature={backend}", f"agent.step_rule={step_rule}", "env.max_episode_steps=20"
+    )
     trainer, final = _run(cfg)
     client = mlflow.MlflowClient(trainer.tracking_uri)
     run = client.get_run(trainer.mlflow_run_id)
@@ -46,15 +48,25 @@ def test_every_backend_and_step_rule_trains(cfg_factory, backend, step_rule):
     assert run.data.tags["backend"] == backend
     assert run.data.tags["env"] == "Pendulum-v1"
     assert run.data.params["curvature.name"] == backend
-    for key in ("charts/episode_return", "charts/sps", "losses/value_loss", "losses/approx_kl",
-                "losses/explained_variance", "curvature/lambda", "curvature/direction_norm",
-                "curvature/direction_ms", "eval/episode_return"):
+    for key in (
+        "charts/episode_return",
+        "charts/sps",
+        "losses/value_loss",
+        "losses/approx_kl",
+        "losses/explained_variance",
+        "curvature/lambda",
+        "curvature/direction_norm",
+        "curvature/direction_ms",
+        "eval/episode_return",
+    ):
         assert client.get_metric_history(run.info.run_id, key), key
     history = client.get_metric_history(run.info.run_id, "curvature/direction_norm")
     assert [m.step for m in history] == [32, 64]
     # The wall-clock breakdown of each batch: phases are positive and the critic is part of the update.
-    perf = {k: [m.value for m in client.get_metric_history(run.info.run_id, f"perf/{k}")]
-            for k in ("collect_ms", "gae_ms", "critic_ms", "update_ms")}
+    perf = {
+        k: [m.value for m in client.get_metric_history(run.info.run_id, f"perf/{k}")]
+        for k in ("collect_ms", "gae_ms", "critic_ms", "update_ms")
+    }
     assert all(len(v) == 2 and min(v) > 0 for v in perf.values()), perf
     assert all(c <= u for c, u in zip(perf["critic_ms"], perf["update_ms"]))
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -80,8 +92,11 @@ def test_experiment_configs_compose():
         "damping": {"curvature.damping": "0.01,0.1,1,10", "seed": "0,1,2"},
         "sm_mode": {"curvature.mode": "batch_mean,single_sample", "seed": "0,1,2"},
         "fisher_vector": {"curvature.fisher_vector": "score,advantage_weighted", "seed": "0,1,2"},
-        "backends": {"algo": "identity,sherman_morrison,diagonal,kfac,cg,hybrid,trpo,ppo",
-                     "env": "halfcheetah,hopper,swimmer", "seed": "0,1,2"},
+        "backends": {
+            "algo": "identity,sherman_morrison,diagonal,kfac,cg,hybrid,trpo,ppo",
+            "env": "halfcheetah,hopper,swimmer",
+            "seed": "0,1,2",
+        },
     }
     assert set(group_options("experiment")) == set(expected)
     GlobalHydra.instance().clear()

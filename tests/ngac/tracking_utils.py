@@ -1,6 +1,5 @@
 """Helpers shared by the tracking tests (a uniquely named module: every test folder has a conftest)."""
 
-
 from __future__ import annotations
 
 import json
@@ -16,7 +15,6 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-
 
 HEALTH_TIMEOUT_S = 90
 # Overrides for a tiny `ngac train` run (pendulum, 2 envs, 32-frame updates), shared by the tests.
@@ -154,5 +152,3 @@ def start_server(root: Path) -> Server:
         time.sleep(0.25)
     server.stop()
     raise RuntimeError(f"mlflow server not healthy after {HEALTH_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
-
-
