@@ -20,6 +20,7 @@ SPECS: list[dict[str, Any]] = [
     {"name": "diagonal"},
     {"name": "kfac", "decay": 0.8, "inverse_every": 2},
     {"name": "kfac", "decay": 0.8, "inverse_every": 3, "factor_every": 2},
+    {"name": "kfac", "decay": 0.8, "inverse_every": 2, "solve": "eigen"},
     {"name": "cg", "iters": 5},
     {"name": "cg", "iters": 5, "fisher": "kl_hessian"},
     {"name": "hybrid", "cg_every": 2, "cg_iters": 5},
@@ -80,6 +81,7 @@ def test_bad_damping_rejected_at_construction(name: str, bad: Any) -> None:
         ("kfac", {"decay": -0.1}),
         ("kfac", {"inverse_every": 0}),
         ("kfac", {"factor_every": 0}),
+        ("kfac", {"solve": "cholesky"}),
         ("cg", {"iters": 0}),
         ("cg", {"tol": -1.0}),
         ("cg", {"tol": 1.0}),
@@ -165,7 +167,7 @@ def test_state_dict_round_trip(spec: dict[str, Any]) -> None:
 
 
 def test_kfac_state_is_tensors_and_copied(problem: Problem) -> None:
-    k = build_curvature("kfac")
+    k = build_curvature("kfac", solve="eigen")
     k.direction(problem.batch())
     state = k.state_dict()
     for key in ("A", "G", "QA", "eA", "QG", "eG"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -64,8 +66,45 @@ def ema(b1: list, b2: list, beta: float) -> list:
 @pytest.mark.parametrize("lam", LAMBDAS)
 def test_kfac_single_batch(problem: Problem, lam: float) -> None:
     ref = kfac_reference(problem.kron_blocks(), problem, lam)
-    got = build_curvature("kfac", damping=lam).direction(problem.batch()).vector
+    got = build_curvature("kfac", damping=lam, solve="eigen").direction(problem.batch()).vector
     torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-11)
+
+
+def factored_matrix(problem: Problem, blocks: list, lam: float) -> torch.Tensor:
+    """Block-diagonal (A + pi sqrt(lam) I) (x) (G + sqrt(lam)/pi I), pi from the traces, from the reference."""
+    damped = []
+    for A, G, idx in blocks:
+        pi = math.sqrt((float(A.trace()) / A.shape[0]) / (float(G.trace()) / G.shape[0]))
+        eye_a, eye_g = torch.eye(A.shape[0], dtype=A.dtype), torch.eye(G.shape[0], dtype=G.dtype)
+        damped.append((A + pi * math.sqrt(lam) * eye_a, G + math.sqrt(lam) / pi * eye_g, idx))
+    return problem.kron_matrix(damped)
+
+
+@pytest.mark.parametrize("lam", LAMBDAS)
+def test_kfac_factored_tikhonov(problem: Problem, lam: float) -> None:
+    K = factored_matrix(problem, problem.kron_blocks(), lam)
+    d = build_curvature("kfac", damping=lam).direction(problem.batch())  # solve="factored" is the default
+    torch.testing.assert_close(d.vector, problem.solve(K, 0.0), rtol=1e-9, atol=1e-11)
+    assert d.dFd == pytest.approx(float(d.vector @ K @ d.vector), rel=1e-10)  # ACKTR's damped d^T F d
+    exact = kfac_reference(problem.kron_blocks(), problem, lam)
+    assert (d.vector - exact).abs().max() > 1e-6 * exact.abs().max()  # a different approximation
+
+
+def test_kfac_factored_ema_and_damping_schedule(problem: Problem) -> None:
+    """Inverses follow the refresh schedule, and are rebuilt when the damping changes."""
+    beta = 0.6
+    p2, p3 = new_data(problem, seed=12), new_data(problem, seed=13)
+    sched = {"schedule": "linear", "start": 0.4, "end": 0.2, "steps": 1}  # 0.4 at update 0, then 0.2
+    kfac = build_curvature("kfac", damping=sched, decay=beta, inverse_every=10)
+    d1, d2, d3 = (kfac.direction(q.batch()) for q in (problem, p2, p3))
+    b1, b2 = problem.kron_blocks(), p2.kron_blocks()
+    assert [d.extras["kfac_refreshed"] for d in (d1, d2, d3)] == [1.0, 1.0, 0.0]
+    torch.testing.assert_close(d1.vector, problem.solve(factored_matrix(problem, b1, 0.4), 0.0), rtol=1e-9, atol=1e-11)
+    # update 2: lambda changed, so rebuilt from the current (EMA of batches 1, 2) factors
+    K2 = factored_matrix(p2, ema(b1, b2, beta), 0.2)
+    torch.testing.assert_close(d2.vector, p2.solve(K2, 0.0), rtol=1e-9, atol=1e-11)
+    # update 3: same lambda, not due: the inverses of update 2
+    torch.testing.assert_close(d3.vector, p3.solve(K2, 0.0), rtol=1e-9, atol=1e-11)
 
 
 def test_kfac_is_not_the_full_fisher(problem: Problem) -> None:
@@ -77,7 +116,7 @@ def test_kfac_is_not_the_full_fisher(problem: Problem) -> None:
 def test_kfac_ema_over_two_batches(problem: Problem) -> None:
     beta, lam = 0.7, 0.2
     second = new_data(problem, seed=11)
-    kfac = build_curvature("kfac", damping=lam, decay=beta, inverse_every=1)
+    kfac = build_curvature("kfac", damping=lam, decay=beta, inverse_every=1, solve="eigen")
     kfac.direction(problem.batch())
     got = kfac.direction(second.batch()).vector
     ref = kfac_reference(ema(problem.kron_blocks(), second.kron_blocks(), beta), second, lam)
@@ -87,7 +126,7 @@ def test_kfac_ema_over_two_batches(problem: Problem) -> None:
 def test_kfac_eigen_refresh_only_every_n(problem: Problem) -> None:
     beta, lam = 0.6, 0.2
     p2, p3 = new_data(problem, seed=12), new_data(problem, seed=13)
-    kfac = build_curvature("kfac", damping=lam, decay=beta, inverse_every=2)
+    kfac = build_curvature("kfac", damping=lam, decay=beta, inverse_every=2, solve="eigen")
     d1 = kfac.direction(problem.batch())
     d2 = kfac.direction(p2.batch())
     d3 = kfac.direction(p3.batch())
@@ -106,7 +145,7 @@ def test_kfac_eigen_refresh_only_every_n(problem: Problem) -> None:
 def test_kfac_factor_every(problem: Problem) -> None:
     beta, lam = 0.6, 0.2
     p2, p3 = new_data(problem, seed=12), new_data(problem, seed=13)
-    kfac = build_curvature("kfac", damping=lam, decay=beta, inverse_every=1, factor_every=2)
+    kfac = build_curvature("kfac", damping=lam, decay=beta, inverse_every=1, factor_every=2, solve="eigen")
     kfac.direction(problem.batch())
     d2 = kfac.direction(p2.batch())  # factors of batch 1 only (batch 2 skipped), refreshed
     d3 = kfac.direction(p3.batch())  # EMA of batches 1 and 3
@@ -178,7 +217,7 @@ def test_categorical_policy_all_backends(categorical_problem: Problem) -> None:
         "cg": p.solve(p.F, lam),
     }
     for name, ref in pairs.items():
-        kw = {"iters": 4 * p.d, "tol": 1e-13} if name == "cg" else {}
+        kw = {"iters": 4 * p.d, "tol": 1e-13} if name == "cg" else {"solve": "eigen"} if name == "kfac" else {}
         got = build_curvature(name, damping=lam, **kw).direction(p.batch()).vector
         torch.testing.assert_close(got, ref, rtol=1e-7, atol=1e-9)
 
@@ -186,6 +225,6 @@ def test_categorical_policy_all_backends(categorical_problem: Problem) -> None:
 def test_kfac_reports_dFd_under_its_kronecker_fisher(problem: Problem) -> None:
     """The trust-region step measures a K-FAC direction with the Kronecker Fisher it was solved with."""
     K = problem.kron_matrix(problem.kron_blocks())
-    d = build_curvature("kfac", damping=0.2).direction(problem.batch())
+    d = build_curvature("kfac", damping=0.2, solve="eigen").direction(problem.batch())
     assert d.dFd == pytest.approx(float(d.vector @ K @ d.vector), rel=1e-10)
     assert abs(d.dFd - float(d.vector @ problem.F @ d.vector)) > 1e-6 * d.dFd  # not the empirical one

@@ -31,6 +31,7 @@ SPECS: list[dict[str, Any]] = [
     {"name": "sherman_morrison", "mode": "single_sample", "fisher_vector": "advantage_weighted"},
     {"name": "diagonal"},
     {"name": "kfac", "decay": 0.8, "inverse_every": 1},
+    {"name": "kfac", "decay": 0.8, "inverse_every": 2, "solve": "eigen"},
     {"name": "cg", "iters": 20, "diagnose_every": 2},
     {"name": "cg", "iters": 20, "fisher": "kl_hessian"},
     {"name": "hybrid", "cg_every": 2, "cg_iters": 5, "diagnose_every": 1},

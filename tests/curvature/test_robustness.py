@@ -33,7 +33,7 @@ def poisoned(problem: Problem, seed: int) -> Problem:
 def test_kfac_never_folds_a_non_finite_batch_into_its_factors(problem: Problem) -> None:
     beta, lam = 0.7, 0.2
     p3 = new_data(problem, seed=13)
-    kfac = build_curvature("kfac", damping=lam, decay=beta, inverse_every=1)
+    kfac = build_curvature("kfac", damping=lam, decay=beta, inverse_every=1, solve="eigen")
     kfac.direction(problem.batch())
     A_before = [a.clone() for a in kfac.A]
     bad = kfac.direction(poisoned(problem, seed=12).batch())
@@ -48,7 +48,7 @@ def test_kfac_never_folds_a_non_finite_batch_into_its_factors(problem: Problem) 
 
 
 def test_kfac_non_finite_first_batch_then_clean(problem: Problem) -> None:
-    kfac = build_curvature("kfac", damping=0.2)
+    kfac = build_curvature("kfac", damping=0.2, solve="eigen")
     first = kfac.direction(poisoned(problem, seed=4).batch())
     assert not first.finite and kfac.factor_updates == 0 and kfac.A == []
     d = kfac.direction(problem.batch())
@@ -114,3 +114,12 @@ def test_cg_past_convergence_keeps_the_converged_iterate() -> None:
     res = conjugate_gradient(lambda v: M @ v, b, iters=500, rtol=0.0)
     assert res.finite and res.iters < 500
     torch.testing.assert_close(res.x, torch.linalg.solve(M, b), rtol=1e-10, atol=1e-12)
+
+
+def test_spd_inverse_falls_back_to_lu_when_cholesky_fails() -> None:
+    from ngac.curvature.kfac import spd_inverse
+
+    M = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+    torch.testing.assert_close(spd_inverse(M, 0.5), torch.linalg.inv(M + 0.5 * torch.eye(2, dtype=torch.float64)))
+    N = -M  # shifted matrix indefinite: Cholesky refuses, LU still inverts
+    torch.testing.assert_close(spd_inverse(N, 0.5), torch.linalg.inv(N + 0.5 * torch.eye(2, dtype=torch.float64)))
