@@ -347,10 +347,11 @@ def write_section(table: str, png: Path, path: Path, load_before: list[str], sta
             "in'`) was measured no faster than two products on this CPU (the products are compute-bound: 15.1-16.1 "
             "ms stacked vs 16.0 ms separate vs 8.1 ms for one, h = 536), so the 1.1x target is out of reach here; "
             "`advantage_weighted` (v = g) is at 1.0x.",
-            "- kfac: the factor products, about 4 B h^2 (computed as symmetric 2 x 2 block products, 3/4 of the "
-            "flops), the exact eigenbasis solve, about 4 h^3 per hidden layer, and the eigendecompositions every "
-            "`inverse_every` updates; its d^T F d is taken under its own Kronecker Fisher (free in the eigenbasis, "
-            "as ACKTR does), which saves the contraction identity pays for it.",
+            "- kfac (default `solve=factored`, ACKTR's factored Tikhonov damping): the factor products, about "
+            "4 B h^2 (computed as symmetric 2 x 2 block products, 3/4 of the flops), the solve G^-1 V A^-1, about "
+            "2 h^3 per hidden layer, and Cholesky inverses every `inverse_every` updates; its d^T F d is taken "
+            "under its own (damped) Kronecker Fisher, free, which saves the contraction identity pays for it. "
+            "The exact `solve=eigen` costs twice the solve and an eigendecomposition per refresh.",
             "- hybrid: a CG update costs 2 `cg_iters` contractions beyond a Sherman-Morrison update (the damping "
             "re-fit reuses the per-sample images S x and S g that CG computes), so `cg_every=10` adds about "
             "0.2x at `cg_iters=5`; the default `fisher_vector=score` carries the mean-score contraction above.",
