@@ -1,0 +1,263 @@
+"""ngac beside its peers on the same machine, at the same frames: SB3 A2C, SB3 PPO, sb3-contrib TRPO.
+
+Every run is its own process (so the whole-process wall time counts imports and start-up), runs
+alternate between the libraries (task -> seed -> method) so that drifts in machine speed fall on
+all of them, and every run ends with deterministic evaluation episodes:
+
+- SB3 / sb3-contrib: the library's defaults for ``"MlpPolicy"`` (A2C on 8 ``DummyVecEnv`` copies, PPO
+  and TRPO on one), inside ``VecNormalize`` (observations and rewards, the library's defaults). The
+  evaluation env is a fresh ``VecNormalize(training=False, norm_reward=False)`` holding the training
+  run's observation statistics, frozen; returns are the raw episode returns (``Monitor``).
+- ngac: ``ngac train env=<task> algo=<algo>`` with the task's config and the algo preset's defaults,
+  a single evaluation at the end (``trainer.eval_every_frames`` = frames) and ``trainer.eval_episodes``.
+
+Reported per run: the final evaluation return (mean over the episodes); the whole-process wall time
+and ``frames / wall``; and the steady-state steps/s, :math:`(f_{end} - f_{half}) / (t_{end} - t_{half})`
+between the first rollout at or past half the frames and the end of training (updates included,
+the final evaluation excluded). Per task and method: mean ± std (population, ``ddof=0``) over seeds.
+
+    pip install -e '.[bench]'
+    taskset -c 1 python benchmarks/peers.py --tasks InvertedPendulum-v5 HalfCheetah-v5 --frames 300000 --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+SB3_ALGOS = ("a2c", "ppo", "trpo")
+RESULT_TAG = "PEERS_RESULT "
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Run:
+    """One training run and its final evaluation."""
+
+    task: str
+    method: str  # sb3-a2c | sb3-ppo | sb3contrib-trpo | ngac-<algo>
+    seed: int
+    frames: int
+    eval_return: float
+    wall_s: float
+    steady_sps: float
+
+    @property
+    def whole_sps(self) -> float:
+        return self.frames / self.wall_s
+
+
+def ngac_env_names() -> dict[str, str]:
+    """Gymnasium id -> ngac ``env=`` option, read from configs/env/*.yaml."""
+    names = {}
+    for path in sorted((REPO / "configs" / "env").glob("*.yaml")):
+        names[yaml.safe_load(path.read_text())["id"]] = path.stem
+    return names
+
+
+def steady_sps(marks: list[tuple[int, float]], frames: int) -> float:
+    """Steps/s from the first (frames, seconds) mark at or past ``frames / 2`` to the last mark."""
+    half = next((m for m in marks if m[0] >= frames / 2), marks[0])
+    end = marks[-1]
+    return (end[0] - half[0]) / (end[1] - half[1]) if end[1] > half[1] else float("nan")
+
+
+# ----------------------------------------------------------------------------- SB3 (worker side)
+def sb3_worker(algo: str, task: str, frames: int, seed: int, episodes: int) -> dict[str, float]:
+    """Train one SB3 / sb3-contrib model with its defaults and VecNormalize, then evaluate it."""
+    import torch
+    from stable_baselines3 import A2C, PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    torch.set_num_threads(1)  # as ngac's trainer.num_threads default
+    marks: list[tuple[int, float]] = []
+
+    class Marks(BaseCallback):
+        def _on_rollout_end(self) -> None:
+            marks.append((self.num_timesteps, time.perf_counter()))
+
+        def _on_step(self) -> bool:
+            return True
+
+    if algo == "trpo":
+        from sb3_contrib import TRPO
+
+        cls, n_envs = TRPO, 1
+    else:
+        cls, n_envs = {"a2c": (A2C, 8), "ppo": (PPO, 1)}[algo]
+    env = VecNormalize(make_vec_env(task, n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv))
+    model = cls("MlpPolicy", env, seed=seed, device="cpu")
+    start = time.perf_counter()
+    marks.append((0, start))
+    model.learn(total_timesteps=frames, callback=Marks())
+    end_frames = model.num_timesteps
+    marks.append((end_frames, time.perf_counter()))
+    eval_env = VecNormalize(
+        make_vec_env(task, n_envs=1, seed=seed + 10_000, vec_env_cls=DummyVecEnv), training=False, norm_reward=False
+    )
+    eval_env.obs_rms = env.obs_rms.copy()
+    returns, _ = evaluate_policy(
+        model, eval_env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True
+    )
+    return {"eval_return": float(statistics.fmean(returns)), "steady_sps": steady_sps(marks, end_frames)}
+
+
+# ----------------------------------------------------------------------------- runners (parent side)
+def run_sb3(algo: str, task: str, frames: int, seed: int, episodes: int) -> Run:
+    cmd = [sys.executable, __file__, "sb3-worker", algo, task, str(frames), str(seed), str(episodes)]
+    start = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith(RESULT_TAG)), None)
+    if out.returncode or line is None:
+        raise RuntimeError(f"sb3 {algo} on {task} seed {seed} failed (exit {out.returncode}): {out.stderr[-2000:]}")
+    res = json.loads(line[len(RESULT_TAG) :])
+    method = "sb3contrib-trpo" if algo == "trpo" else f"sb3-{algo}"
+    return Run(task, method, seed, frames, res["eval_return"], wall, res["steady_sps"])
+
+
+def run_ngac(algo: str, task: str, frames: int, seed: int, episodes: int, out_dir: Path, extra: list[str]) -> Run:
+    """``ngac train`` in a subprocess, tracked in a private sqlite MLflow store under ``out_dir``."""
+    env = ngac_env_names().get(task)
+    if env is None:
+        raise ValueError(f"task {task!r} has no configs/env entry; valid: {', '.join(sorted(ngac_env_names()))}")
+    uri = f"sqlite:///{out_dir / 'mlflow.db'}"
+    run_dir = out_dir / "ngac" / f"{algo}-{task}-s{seed}-{time.strftime('%H%M%S')}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "ngac.cli",
+        "train",
+        f"env={env}",
+        f"algo={algo}",
+        f"seed={seed}",
+        f"trainer.total_frames={frames}",
+        f"trainer.eval_every_frames={frames}",
+        f"trainer.eval_episodes={episodes}",
+        "trainer.progress_bar=false",
+        "logger.experiment_name=peers",
+        "logger.log_checkpoint=false",
+        f"logger.tracking_uri={uri}",
+        f"out_dir={run_dir}",
+        *extra,
+    ]
+    start = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=out_dir)
+    wall = time.perf_counter() - start
+    text = out.stdout + out.stderr
+    done = next((ln for ln in text.splitlines() if ln.startswith("done: ")), None)
+    run_id = next((ln.rsplit("/", 1)[1] for ln in text.splitlines() if ln.startswith("MLflow run: ")), None)
+    if out.returncode or done is None or run_id is None:
+        raise RuntimeError(f"ngac {algo} on {task} seed {seed} failed (exit {out.returncode}): {text[-2000:]}")
+    eval_return = float(done.split("eval return ")[1].split(";")[0])
+    return Run(task, f"ngac-{algo}", seed, frames, eval_return, wall, ngac_steady_sps(uri, run_id, frames))
+
+
+def ngac_steady_sps(uri: str, run_id: str, frames: int) -> float:
+    """Steady-state steps/s from the timestamps of the run's ``charts/frames`` rows in MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, "charts/frames")
+    marks = sorted((int(m.value), m.timestamp / 1000.0) for m in history)
+    return steady_sps(marks, frames) if len(marks) > 1 else float("nan")
+
+
+# ----------------------------------------------------------------------------- tables
+def mean_std(xs: list[float]) -> str:
+    return f"{statistics.fmean(xs):.1f} ± {statistics.pstdev(xs):.1f}" if len(xs) > 1 else f"{xs[0]:.1f}"
+
+
+def summary(runs: list[Run]) -> str:
+    """Markdown: per task and method, return mean ± std over seeds, wall time and steps/s."""
+    rows = [
+        "| task | method | seeds | final eval return | wall s | whole-process steps/s | steady steps/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = list(dict.fromkeys((r.task, r.method) for r in runs))
+    for task, method in keys:
+        group = [r for r in runs if (r.task, r.method) == (task, method)]
+        rows.append(
+            f"| {task} | {method} | {len(group)} | {mean_std([r.eval_return for r in group])} "
+            f"| {statistics.fmean(r.wall_s for r in group):.0f} | {statistics.fmean(r.whole_sps for r in group):.0f} "
+            f"| {statistics.fmean(r.steady_sps for r in group):.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def write(runs: list[Run], out_dir: Path) -> None:
+    with (out_dir / "runs.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*asdict(runs[0]), "whole_sps"])
+        writer.writeheader()
+        for r in runs:
+            writer.writerow({**asdict(r), "whole_sps": r.whole_sps})
+    (out_dir / "summary.md").write_text(summary(runs) + "\n")
+
+
+# ----------------------------------------------------------------------------- CLI
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", nargs="+", default=["InvertedPendulum-v5", "HalfCheetah-v5"], help="gymnasium ids")
+    p.add_argument("--frames", type=int, default=300_000, help="environment frames per run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--peers", nargs="*", default=list(SB3_ALGOS), choices=SB3_ALGOS, help="SB3 / sb3-contrib algos")
+    p.add_argument("--algos", nargs="*", default=["sherman_morrison"], help="ngac algo= presets (configs/algo)")
+    p.add_argument("--episodes", type=int, default=10, help="deterministic evaluation episodes per run")
+    p.add_argument("--out-dir", type=Path, default=None, help="CSV, markdown and ngac runs (default: a tmp dir)")
+    p.add_argument("--ngac-override", nargs="*", default=[], help="extra KEY=VALUE for every ngac run")
+    args = p.parse_args(argv)
+    if args.frames < 1 or args.episodes < 1:
+        p.error(f"--frames={args.frames} and --episodes={args.episodes} must be positive integers")
+    known = ngac_env_names()
+    for task in args.tasks:
+        if args.algos and task not in known:
+            p.error(f"--tasks {task!r} has no ngac env config; valid: {', '.join(sorted(known))}")
+    algos = sorted(p.stem for p in (REPO / "configs" / "algo").glob("*.yaml"))
+    for algo in args.algos:
+        if algo not in algos:
+            p.error(f"--algos {algo!r} is not an ngac algo preset; valid: {', '.join(algos)}")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["sb3-worker"]:
+        algo, task, frames, seed, episodes = argv[1], argv[2], int(argv[3]), int(argv[4]), int(argv[5])
+        print(RESULT_TAG + json.dumps(sb3_worker(algo, task, frames, seed, episodes)), flush=True)
+        return 0
+    args = parse(argv)
+    out_dir = (args.out_dir or Path(tempfile.mkdtemp(prefix="ngac-peers-"))).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs: list[Run] = []
+    for task in args.tasks:
+        for seed in args.seeds:
+            for method in [*(f"ngac:{a}" for a in args.algos), *args.peers]:
+                if method.startswith("ngac:"):
+                    run = run_ngac(method[5:], task, args.frames, seed, args.episodes, out_dir, args.ngac_override)
+                else:
+                    run = run_sb3(method, task, args.frames, seed, args.episodes)
+                runs.append(run)
+                print(
+                    f"{run.task} {run.method} seed {run.seed}: return {run.eval_return:.1f}, wall {run.wall_s:.0f} s, "
+                    f"{run.whole_sps:.0f} steps/s whole, {run.steady_sps:.0f} steady",
+                    flush=True,
+                )
+                write(runs, out_dir)
+    print(summary(runs))
+    print(f"wrote {out_dir / 'runs.csv'} and {out_dir / 'summary.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
