@@ -12,9 +12,9 @@ all of them, and every run ends with deterministic evaluation episodes:
   a single evaluation at the end (``trainer.eval_every_frames`` = frames) and ``trainer.eval_episodes``.
 
 Reported per run: the final evaluation return (mean over the episodes); the whole-process wall time
-and ``frames / wall``; and the steady-state steps/s, :math:`(f_{end} - f_{half}) / (t_{end} - t_{half})`
-between the first rollout at or past half the frames and the end of training (updates included,
-the final evaluation excluded). Per task and method: mean ± std (population, ``ddof=0``) over seeds.
+and ``frames / wall``; and the steady-state steps/s, the median over the rollouts of the second half of training of
+:math:`\\Delta f / \\Delta t` between consecutive rollouts (updates included, start-up and the final
+evaluation excluded). Per task and method: mean ± std (population, ``ddof=0``) over seeds.
 
     pip install -e '.[bench]'
     taskset -c 1 python benchmarks/peers.py --tasks InvertedPendulum-v5 HalfCheetah-v5 --frames 300000 --seeds 0 1 2
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import statistics
 import subprocess
@@ -66,10 +67,11 @@ def ngac_env_names() -> dict[str, str]:
 
 
 def steady_sps(marks: list[tuple[int, float]], frames: int) -> float:
-    """Steps/s from the first (frames, seconds) mark at or past ``frames / 2`` to the last mark."""
-    half = next((m for m in marks if m[0] >= frames / 2), marks[0])
-    end = marks[-1]
-    return (end[0] - half[0]) / (end[1] - half[1]) if end[1] > half[1] else float("nan")
+    """Median over the second half of training of the steps/s between consecutive (frames, seconds) marks
+    (one per rollout, update included): robust to a pause of the machine, unlike a mean over the half."""
+    late = [m for m in marks if m[0] >= frames / 2]
+    rates = [(b[0] - a[0]) / (b[1] - a[1]) for a, b in itertools.pairwise(late) if b[1] > a[1]]
+    return statistics.median(rates) if rates else float("nan")
 
 
 # ----------------------------------------------------------------------------- SB3 (worker side)
