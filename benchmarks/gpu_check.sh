@@ -31,7 +31,7 @@ ngac train $COMMON trainer.total_frames=20480 trainer.accelerator=$ACCEL resume=
 python - "$OUT" "$RESUME_TOL" "$ACCEL" <<'PY'
 import sys, torch, mlflow
 out, tol, accel = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-devices = {str(v.device) for v in torch.load(f"{out}/gpu/checkpoints/last.ckpt", weights_only=False)["model"].values()}
+devices = {str(v.device) for v in torch.load(f"{out}/gpu/checkpoints/last.ckpt", weights_only=False)["state_dict"].values()}
 print("the", accel, "run's checkpointed parameters were on:", devices)
 assert accel != "gpu" or any(d.startswith("cuda") for d in devices), "the updates did not run on the GPU"
 load = lambda p: torch.load(p, weights_only=False, map_location="cpu")
@@ -39,8 +39,8 @@ g = load(f"{out}/gpu/checkpoints/last.ckpt")
 c = load(f"{out}/cpu/checkpoints/last.ckpt")
 r = load(f"{out}/gpu_resumed/checkpoints/last.ckpt")
 def maxdiff(a, b):
-    return max((a["model"][k].float() - b["model"][k].float()).abs().max().item() for k in a["model"])
-print("frames: gpu", g["extra"]["frames"], "cpu", c["extra"]["frames"], "resumed", r["extra"]["frames"])
+    return max((a["state_dict"][k].float() - b["state_dict"][k].float()).abs().max().item() for k in a["state_dict"])
+print("frames: gpu", g["ngac"]["frames"], "cpu", c["ngac"]["frames"], "resumed", r["ngac"]["frames"])
 print(f"max |param_gpu - param_cpu| after 20 updates: {maxdiff(g, c):.3e}")
 d = maxdiff(g, r)
 print(f"max |param_gpu - param_gpu_resumed| after 20 updates: {d:.3e} (tolerance {tol:g})")
@@ -49,7 +49,7 @@ for run in client.search_runs([client.get_experiment_by_name("ngac").experiment_
     med = lambda key: (lambda v: sorted(v)[len(v) // 2] if v else float("nan"))(
         [m.value for m in client.get_metric_history(run.info.run_id, key)])
     print(run.data.params["trainer.accelerator"], run.data.params.get("trainer.total_frames"),
-          "median sps", med("charts/sps"), "median update_ms", med("curvature/update_ms"),
+          "median sps", med("charts/sps"), "median update_ms", med("perf/update_ms"),
           "median collect_ms", med("perf/collect_ms"), "median critic_ms", med("perf/critic_ms"))
 assert d <= tol, f"resumed GPU run differs from the straight one by {d:.3e} > {tol:g}"
 PY

@@ -50,7 +50,8 @@ def train_rate(overrides: list[str], frames: int) -> tuple[float, float]:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from ngac.agents import train as train_mod
+    from ngac.agents.callbacks import PeriodicEvaluation
+    from ngac.run import TrainingRun
 
     tmp = tempfile.mkdtemp(prefix="ngac-bench-")
     GlobalHydra.instance().clear()
@@ -70,25 +71,29 @@ def train_rate(overrides: list[str], frames: int) -> tuple[float, float]:
         )
     GlobalHydra.instance().clear()
     OmegaConf.set_struct(cfg, False)
-    trainer = train_mod.Trainer(cfg)
+    run = TrainingRun(cfg)
     marks: dict[str, float] = {}
-    original = trainer.evaluate_now
+    build = run._build
 
-    def timed_eval():  # the final evaluation is not training throughput
-        marks["end"] = time.perf_counter()
-        return original()
-
-    trainer.evaluate_now = timed_eval
-    build = trainer.build
-
-    def timed_build():
-        build()
+    def timed_build(stop):  # building the run (envs, collector) is not training throughput
+        built = build(stop)
         marks["start"] = time.perf_counter()
+        return built
 
-    trainer.build = timed_build
-    trainer.fit()
+    run._build = timed_build
+    original = PeriodicEvaluation.on_train_end
+
+    def timed_end(self, trainer, pl_module):  # nor is the final evaluation
+        marks["end"] = time.perf_counter()
+        return original(self, trainer, pl_module)
+
+    PeriodicEvaluation.on_train_end = timed_end
+    try:
+        run.fit()
+    finally:
+        PeriodicEvaluation.on_train_end = original
     loop = marks["end"] - marks["start"]
-    return trainer.model.frames / loop, phase_medians(f"sqlite:///{tmp}/mlflow.db", trainer.run_logger.run_id)
+    return run.model.frames / loop, phase_medians(f"sqlite:///{tmp}/mlflow.db", run.mlflow_run_id)
 
 
 PHASES = ("perf/collect_ms", "perf/gae_ms", "perf/critic_ms", "perf/update_ms")

@@ -20,7 +20,7 @@ QUIET_WARNINGS = ("You are using the `dataloader_iter`", "Found `dataloader_iter
 def hydra_main(cfg: DictConfig) -> float | None:
     for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=f".*{re.escape(pattern)}")
-    for name in ("lightning.pytorch", "lightning.fabric", "torchrl", "mlflow"):
+    for name in ("lightning.pytorch", "lightning.fabric", "mlflow"):  # torchrl's lines: ngac.envs filters them
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         run = TrainingRun(cfg)

@@ -32,7 +32,12 @@ def _untracked(root: Path) -> set[str]:
 
 def _noise(path: str) -> bool:
     parts = Path(path).parts
-    return "__pycache__" in parts or parts[0] in (".venv", ".git") or path.endswith(".egg-info") or ".egg-info/" in path
+    return (
+        "__pycache__" in parts
+        or parts[0] in (".venv", ".git", ".ruff_cache")
+        or path.endswith(".egg-info")
+        or ".egg-info/" in path
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)

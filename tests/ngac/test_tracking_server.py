@@ -194,7 +194,7 @@ def test_ui_runs_table_screenshot(mlflow_server, sweep, tmp_path):
     printed = [
         ln.split("MLflow training runs: ", 1)[1]
         for ln in sweep["proc"].stdout.splitlines()
-        if "MLflow training runs: " in ln
+        if ln.startswith("sweep ") and "MLflow training runs: " in ln  # the sweep's own lines
     ]
     url = f"{mlflow_server.url}/#/experiments/{exp_id}/runs"
     assert printed == [url] and ui_links(mlflow_server.url, exp_id, parent_id)[0].endswith(url), sweep["proc"].stdout[
