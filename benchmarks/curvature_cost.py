@@ -291,19 +291,31 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for i, label in enumerate(["identity", *BACKENDS, "dense solve"]):
-        pts = sorted((r["d"], r["ms"]) for r in rows if r["backend"] == label)
-        if pts:
-            style = {"color": "black", "ls": "--"} if label == "dense solve" else {"ls": "-" if i < 10 else ":"}
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label, **style)
+    fig, (ax, rx) = plt.subplots(1, 2, figsize=(13, 5.5))
+    labels = ["identity", *BACKENDS, "dense solve"]
+    for i, label in enumerate(labels):
+        pts = sorted((r["d"], r["ms"], r["ratio"]) for r in rows if r["backend"] == label)
+        if not pts:
+            continue
+        style = {"color": "black", "ls": "--"} if label == "dense solve" else {"ls": "-" if i < 10 else ":"}
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label, **style)
+        if label != "dense solve":
+            rx.plot([p[0] for p in pts], [p[2] for p in pts], marker="o", label=label, **style)
+    for target in sorted(set(TARGETS.values())):
+        rx.axhline(target, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("policy parameters d")
     ax.set_ylabel("ms per actor update (median)")
-    ax.set_title(f"Curvature cost per update, batch {BATCH}, float32, 1 thread")
+    ax.set_title(f"Cost per update, batch {BATCH}, float32, 1 thread")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
+    rx.set_xscale("log")
+    rx.set_yscale("log")
+    rx.set_xlabel("policy parameters d")
+    rx.set_ylabel("same-run ratio to identity (median of paired ratios)")
+    rx.set_title("Ratio to identity (dashed: targets 1.1, 1.5, 2)")
+    rx.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
