@@ -56,6 +56,7 @@ def precheck(overrides: list[str]) -> None:
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -71,7 +72,10 @@ def precheck(overrides: list[str]) -> None:
     expanded: list[list[str]] = []
     for ov in parsed:
         key = ov.get_key_element().lstrip("+~")
-        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
+        if isinstance(ov.value(), Glob):  # glob(*) over a group's options: Hydra expands it only at launch
+            values = ov.value().filter(group_options(key)) if key in groups else []
+        else:
+            values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
         if key in groups:
             valid = group_options(key)
             for v in values:

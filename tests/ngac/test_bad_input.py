@@ -205,3 +205,8 @@ def test_generated_values_are_accepted_or_rejected_cleanly(damping, frames, max_
         with pytest.raises(ConfigError) as info:
             precheck(overrides)
         assert "\n" not in str(info.value)
+
+
+def test_glob_sweeps_are_checked_not_crashed():
+    precheck(["curvature=glob(*)", "env=pendulum"])  # every backend composes and validates
+    precheck(["curvature=glob(sh*)"])
