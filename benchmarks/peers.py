@@ -137,11 +137,11 @@ def run_ngac(algo: str, task: str, frames: int, seed: int, episodes: int, out_di
     if env is None:
         raise ValueError(f"task {task!r} has no configs/env entry; valid: {', '.join(sorted(ngac_env_names()))}")
     uri = f"sqlite:///{out_dir / 'mlflow.db'}"
-    run_dir = out_dir / "ngac" / f"{algo}-{task}-s{seed}-{time.strftime('%H%M%S')}"
+    run_dir = out_dir / "runs" / f"ngac-{algo}-{task}-s{seed}-{time.strftime('%H%M%S')}"
+    # The console script, not `python -m`: that would put the cwd first on sys.path, where a folder
+    # named like a package would shadow it.
     cmd = [
-        sys.executable,
-        "-m",
-        "ngac.cli",
+        str(Path(sys.executable).with_name("ngac")),
         "train",
         f"env={env}",
         f"algo={algo}",
