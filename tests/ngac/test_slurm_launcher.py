@@ -1,6 +1,8 @@
-"""The SLURM launcher config renders a job script without a cluster."""
+"""The SLURM launcher config renders a job script without a cluster (a stand-in `sbatch` keeps it)."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -9,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 submitit = pytest.importorskip("submitit")
 
 
-def test_slurm_launcher_renders_sbatch(tmp_path):
+def test_slurm_launcher_renders_sbatch(tmp_path, monkeypatch):
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="ngac.configs", version_base=None):
         cfg = compose(
@@ -22,12 +24,17 @@ def test_slurm_launcher_renders_sbatch(tmp_path):
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert launcher.partition == "gpu" and launcher.timeout_min == 240 and launcher.cpus_per_task == 4
 
-    # The function submitit's SlurmExecutor renders its sbatch file with (no srun needed).
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    script = _make_sbatch_string(
-        command="ngac train seed=0",
-        folder=tmp_path,
+    # Submit through submitit's public executor to a stand-in `sbatch` that keeps the script.
+    bin_dir, captured = tmp_path / "bin", tmp_path / "captured.sh"
+    bin_dir.mkdir()
+    fake = bin_dir / "sbatch"
+    fake.write_text(f'#!/bin/sh\ncp "$1" {captured}\necho "Submitted batch job 4242"\n')
+    fake.chmod(0o755)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit only checks that it exists
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    executor = submitit.SlurmExecutor(folder=tmp_path / "jobs")
+    executor.update_parameters(
         time=launcher.timeout_min,
         partition=launcher.partition,
         cpus_per_task=launcher.cpus_per_task,
@@ -35,8 +42,10 @@ def test_slurm_launcher_renders_sbatch(tmp_path):
         ntasks_per_node=launcher.tasks_per_node,
         mem=f"{launcher.mem_gb}GB",
         setup=list(launcher.setup),
-        array_parallelism=launcher.array_parallelism,
     )
+    job = executor.submit(print, "ngac train seed=0")
+    assert job.job_id == "4242"
+    script = captured.read_text()
     for line in (
         "#SBATCH --partition=gpu",
         "#SBATCH --time=240",
