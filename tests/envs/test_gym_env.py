@@ -65,7 +65,10 @@ def test_other_mujoco_warnings_pass_as_runtime_warnings(tmp_path, monkeypatch, c
 
 def test_torchrl_construction_lines_dropped_others_kept(monkeypatch):
     logger = logging.getLogger("torchrl")
-    monkeypatch.setattr(logger, "level", logging.INFO)
+    # setLevel, not a bare attribute: Logger caches isEnabledFor answers, and setLevel clears the cache
+    # (envtest_utils sets WARNING at import; a cached "INFO is off" would drop every record here).
+    monkeypatch.setattr(logger, "level", logger.level)  # restored after the test
+    logger.setLevel(logging.INFO)
     records: list[str] = []
     handler = logging.Handler(logging.INFO)
     handler.emit = lambda record: records.append(record.getMessage())
