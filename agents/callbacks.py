@@ -89,8 +89,7 @@ class PeriodicEvaluation(L.Callback):
         if self.stop.requested or pl_module.frames < self.total or not trainer.is_global_zero:
             return
         self.final = self.run(trainer, pl_module)
-        for logger in trainer.loggers:  # self.log is closed in on_train_end
-            logger.log_metrics(self.final, step=pl_module.frames)
+        pl_module.log_frames(self.final)
 
 
 class FrameCheckpoint(L.Callback):

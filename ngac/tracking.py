@@ -157,9 +157,6 @@ class RunLogger:
         self.lightning_logger.log_hyperparams(params)
         self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.lightning_logger.log_metrics(metrics, step=step)
-
     def log_artifact(self, path: Path, folder: str) -> bool:
         try:
             with _fail_fast(retries=1, timeout=60):

@@ -9,33 +9,12 @@ import sys
 import pytest
 
 from ngac.run import TrainingRun
+from tests.ngac.run_utils import make_cfg
 
 
 @pytest.fixture(scope="module")
 def cheetah_checkpoint(tmp_path_factory):
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    tmp = tmp_path_factory.mktemp("eval")
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="ngac.configs", version_base=None):
-        cfg = compose(
-            "config",
-            overrides=[
-                "env=halfcheetah",
-                "env.num_envs=2",
-                "agent.frames_per_batch=32",
-                "trainer.total_frames=64",
-                "trainer.eval_episodes=1",
-                "trainer.progress_bar=false",
-                "env.max_episode_steps=30",
-                f"logger.tracking_uri=sqlite:///{tmp}/mlflow.db",
-                f"out_dir={tmp}/run",
-            ],
-        )
-    GlobalHydra.instance().clear()
-    OmegaConf.set_struct(cfg, False)
+    cfg = make_cfg(tmp_path_factory.mktemp("eval"), "env=halfcheetah", "env.max_episode_steps=30")
     trainer = TrainingRun(cfg)
     trainer.fit()
     return trainer.ckpt_dir / "last.ckpt"
