@@ -32,6 +32,7 @@ from ngac.envs import action_kind, env_dims
 
 from .links import ui_links
 from .mlflow_utils import resolve_tracking_uri
+from .requeue import requeued_checkpoint
 from .sweeps import SWEEP_ENV, SWEEP_PARENT_ENV
 from .tracking import RunLogger
 from .validate import (
@@ -80,11 +81,12 @@ class TrainingRun:
         self.agent_cls: type[OnPolicyAgent] = AGENTS[cfg.agent.name]
         self.resume_from: Path | None = None
         run_id = None
-        if cfg.resume:
-            ckpt = read_checkpoint(cfg.resume)
-            check_compatible(ckpt, cfg, cfg.resume)
+        resume = cfg.resume or requeued_checkpoint(Path(cfg.out_dir))
+        if resume:
+            ckpt = read_checkpoint(resume)
+            check_compatible(ckpt, cfg, resume)
             run_id = ckpt["ngac"]["mlflow_run_id"]
-            self.resume_from = Path(cfg.resume).resolve()
+            self.resume_from = Path(resume).resolve()
             self.out_dir = self.resume_from.parent.parent
         else:
             self.out_dir = Path(cfg.out_dir)
