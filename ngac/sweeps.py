@@ -64,6 +64,10 @@ class SweepParentRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         uri = resolve_tracking_uri(config.logger.tracking_uri)
         try:
+            if str(config.hydra.launcher.get("_target_", "")).endswith("submitit_launcher.SlurmLauncher"):
+                from ngac.slurm import prepare_sweep  # a job shape no node offers fails here, in one line
+
+                prepare_sweep(config.hydra.launcher)
             check_tracking_server(uri)
         except ConfigError as exc:
             print(f"ngac: error: {exc}", file=sys.stderr)
