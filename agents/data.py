@@ -22,6 +22,7 @@ from torchrl.envs import EnvBase
 
 from ngac.envs import env_state, load_env_state, make_env
 from ngac.envs.compat import collector_carrier, set_collector_carrier
+from ngac.envs.parallel import EnvWorkerError, is_parallel
 
 from .networks import RolloutPolicy
 
@@ -36,7 +37,9 @@ class RolloutStream:
     """On-policy batches until the agent has seen ``total_frames``; non-finite batches are dropped.
 
     ``frames`` reads the agent's frame counter: the stream stops when it reaches the budget, and a
-    dropped batch still counts its frames (``max_bad`` consecutive ones stop the run).
+    dropped batch still counts its frames (``max_bad`` consecutive ones stop the run). With
+    ``parallel`` (``env.workers > 1``) a dead environment worker stops the run with one
+    :class:`~ngac.envs.parallel.EnvWorkerError` line.
     """
 
     def __init__(
@@ -48,17 +51,28 @@ class RolloutStream:
         task: str,
         max_bad: int,
         after_update: Callable[[], None] | None = None,
+        parallel: bool = False,
     ) -> None:
         self.collector, self.frames, self.add_frames = collector, frames, add_frames
         self.total_frames, self.task, self.max_bad = total_frames, task, max_bad
         self.after_update = after_update
+        self.parallel = parallel
         self.bad = 0
         self.stop_requested = False
 
     def __iter__(self) -> Iterator[TensorDictBase]:
         it = iter(self.collector)
         while self.frames() < self.total_frames and not self.stop_requested:
-            batch = next(it)
+            try:
+                batch = next(it)
+            except RuntimeError as exc:
+                if not self.parallel:
+                    raise
+                # TorchRL's ParallelEnv checks its workers while it waits: "Cannot proceed, worker 1 dead."
+                raise EnvWorkerError(
+                    f"{self.task}: an environment worker process died near frame {self.frames()} ({exc}); "
+                    "the run stops, its last checkpoint is kept"
+                ) from None
             if all(bool(torch.isfinite(batch.get(k)).all()) for k in OBS_KEYS):
                 self.bad = 0
                 yield batch  # resumes when the next batch is asked for: after the update on this one
@@ -144,6 +158,7 @@ class RolloutData(L.LightningDataModule):
             task=str(self.env_cfg.id),
             max_bad=self.max_bad,
             after_update=refresh if copied else None,
+            parallel=is_parallel(self.env),
         )
         return self.stream
 
@@ -174,3 +189,5 @@ class RolloutData(L.LightningDataModule):
         if self.collector is not None:
             self.collector.shutdown()
             self.collector = None
+        if self.env is not None and not self.env.is_closed:
+            self.env.close()  # the worker processes of env.workers > 1

@@ -1,8 +1,11 @@
 """Environment layer: Gymnasium tasks behind one TorchRL factory.
 
-``make_env(cfg)`` builds ``num_envs`` copies of one Gymnasium task inside ONE process
+``make_env(cfg)`` builds ``num_envs`` copies of one Gymnasium task
 (``gymnasium.vector.SyncVectorEnv`` with ``AutoresetMode.SAME_STEP``) wrapped by
-``torchrl.envs.GymWrapper``, followed by these transforms, in this order:
+``torchrl.envs.GymWrapper``. With ``env.workers=K > 1`` there are K such vector envs, one per
+``torchrl.envs.ParallelEnv`` worker process, each with ``num_envs / K`` copies, and their
+``[K, m]`` batch is flattened to ``[num_envs]`` (:mod:`.parallel`): the same seeds, the same
+steps, bitwise. Then, in this process, these transforms, in this order:
 
 1. ``VecGymEnvTransform`` (added by TorchRL): puts the true terminal observation in
    ``("next", "observation")`` on an auto-reset step and hands the reset observation back
@@ -26,7 +29,7 @@ Exact resume: ``env_state(env)`` / ``load_env_state(env, state)`` (:mod:`.snapsh
 Modules, one concern each: :mod:`.tasks` (task table, config validation), :mod:`.gym_env`
 (making one gymnasium env quietly), :mod:`.spaces` (probing, cached), :mod:`.wrappers`
 (gymnasium side), :mod:`.transforms` (TorchRL side), :mod:`.factory` (``make_env``),
-:mod:`.snapshot` (exact resume), :mod:`.render` (video viewer, ``MUJOCO_GL`` check),
+:mod:`.snapshot` (exact resume), :mod:`.parallel` (``env.workers``), :mod:`.render` (video viewer, ``MUJOCO_GL`` check),
 :mod:`.compat` (the private attributes of other libraries that remain).
 
 Importing this package imports nothing heavy and changes no global state: the names below are

@@ -1,17 +1,17 @@
-"""``make_env``: N copies of one task in one process as a TorchRL env; training mode and statistics sync."""
+"""``make_env``: N copies of one task as a TorchRL env (in this process or in `env.workers` processes); training mode and statistics sync."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from torchrl.envs import EnvBase, GymWrapper, TransformedEnv
+from torchrl.envs import EnvBase
 from torchrl.envs.transforms import Transform
 
+from .parallel import parallel_env, vector_part
 from .spaces import check_obs_space, probe_spaces, space_kind
 from .tasks import cfg_values, is_int
 from .transforms import EpisodeStats, ObsNorm, RewardScale
-from .wrappers import ResumableSyncVectorEnv, seed_action_spaces, single_factory
 
 __all__ = ["make_env", "set_training", "sync_normalization", "env_transforms", "find_transform"]
 
@@ -23,9 +23,11 @@ def make_env(
     seed: int = 0,
     training: bool = True,
 ) -> EnvBase:
-    """N copies of one task in one process, as a TorchRL env on the CPU (see :mod:`ngac.envs`).
+    """N copies of one task, as a TorchRL env on the CPU (see :mod:`ngac.envs`).
 
-    Env ``i`` is seeded with ``seed + i`` at its first reset. Environments always live on the
+    Env ``i`` is seeded with ``seed + i`` at its first reset. The training layout (``num_envs``
+    left to the config) steps them in ``env.workers`` processes (:mod:`ngac.envs.parallel`);
+    an explicit ``num_envs`` (evaluation) steps them in this process. Environments always live on the
     CPU (the transforms update their statistics through numpy views); with a GPU only the
     updates move, and the collector acts with a CPU copy of the actor.
     """
@@ -39,16 +41,12 @@ def make_env(
     check_obs_space(obs_space)
     obs_dim = int(obs_space.shape[0])
 
-    thunks = [single_factory(vals["id"], vals["max_episode_steps"], kind == "continuous") for _ in range(n)]
-    # GymWrapper runs a short spec check (random steps) at construction: keep it off the
-    # caller's torch RNG, and seed the simulators at the first reset after it.
-    with torch.random.fork_rng(devices=[]):
-        vec = ResumableSyncVectorEnv(thunks)
-        env = GymWrapper(vec, categorical_action_encoding=True, device="cpu")
-    if not isinstance(env, TransformedEnv):  # pragma: no cover - torchrl adds VecGymEnvTransform
-        env = TransformedEnv(env)
-    vec.seed_next_reset(int(seed))
-    seed_action_spaces(vec, int(seed))
+    workers = int(vals["workers"]) if num_envs is None else 1  # evaluation envs: one process
+    continuous = kind == "continuous"
+    if workers == 1:
+        env = vector_part(vals["id"], vals["max_episode_steps"], continuous, n, int(seed))
+    else:
+        env = parallel_env(vals["id"], vals["max_episode_steps"], continuous, n, int(seed), workers)
 
     env.append_transform(ObsNorm(obs_dim, normalize=vals["normalize_obs"], clip=vals["clip_obs"]))
     env.append_transform(EpisodeStats(n))

@@ -33,10 +33,18 @@ from torchrl.envs import EnvBase
 from torchrl.envs.transforms import VecGymEnvTransform
 
 from .factory import env_transforms, find_transform
+from .parallel import VectorParts
 from .transforms import EpisodeStats, ObsNorm, RewardScale
-from .wrappers import vector_env, wrapper_chain
+from .wrappers import ResumableSyncVectorEnv, wrapper_chain
 
-__all__ = ["env_state", "load_env_state", "load_normalization"]
+__all__ = [
+    "env_state",
+    "load_env_state",
+    "load_normalization",
+    "vector_snapshot",
+    "vector_restore",
+    "fresh_autoreset_transform",
+]
 
 _SIMPLE = (bool, int, float, str, type(None), np.bool_, np.integer, np.floating)
 _SKIP_ATTRS = ("np_random", "_np_random", "spec", "metadata", "render_mode")
@@ -112,9 +120,8 @@ def _stateful_transforms(env: EnvBase) -> dict[str, Any]:
     return {f"{i}:{type(t).__name__}": t for i, t in enumerate(env_transforms(env)) if isinstance(t, _STATEFUL)}
 
 
-def env_state(env: EnvBase) -> dict[str, Any]:
-    """Everything needed to continue stepping ``env`` bitwise identically (picklable)."""
-    vec = vector_env(env)
+def vector_snapshot(vec: ResumableSyncVectorEnv) -> dict[str, Any]:
+    """One vector env's share of a snapshot: its sub-envs and its current step (runs in its process)."""
     return {
         "num_envs": vec.num_envs,
         "envs": [_single_state(e) for e in vec.envs],
@@ -123,6 +130,27 @@ def env_state(env: EnvBase) -> dict[str, Any]:
             "autoreset_envs": vec.finished.copy(),
             "action_space_rng": _space_rng(vec.action_space),
         },
+    }
+
+
+def vector_restore(vec: ResumableSyncVectorEnv, part: Mapping[str, Any]) -> None:
+    """Load a :func:`vector_snapshot`; the next full reset returns its current observation."""
+    if part["num_envs"] != vec.num_envs:
+        raise ValueError(f"load_env_state: snapshot part has num_envs={part['num_envs']}, env has {vec.num_envs}")
+    for e, st in zip(vec.envs, part["envs"]):
+        _load_single_state(e, st)
+    v = part["vector"]
+    _set_space_rng(vec.action_space, v["action_space_rng"])
+    vec.restore(v["observations"], v["autoreset_envs"])
+
+
+def env_state(env: EnvBase) -> dict[str, Any]:
+    """Everything needed to continue stepping ``env`` bitwise identically (picklable)."""
+    parts = VectorParts(env).snapshot()
+    return {
+        "num_envs": sum(p["num_envs"] for p in parts),
+        "workers": len(parts),
+        "parts": parts,
         "transforms": {
             key: {k: v.detach().clone() for k, v in t.state_dict().items()}
             for key, t in _stateful_transforms(env).items()
@@ -130,7 +158,7 @@ def env_state(env: EnvBase) -> dict[str, Any]:
     }
 
 
-def _fresh_autoreset_transform(env: EnvBase) -> None:
+def fresh_autoreset_transform(env: EnvBase) -> None:
     """Replace TorchRL's ``VecGymEnvTransform`` by a new one with the same settings.
 
     It remembers the last step's done mask and auto-reset observations; those of the env before
@@ -139,8 +167,8 @@ def _fresh_autoreset_transform(env: EnvBase) -> None:
     for i, t in enumerate(env_transforms(env)):
         if isinstance(t, VecGymEnvTransform):
             fresh = VecGymEnvTransform(t.final_name, t.missing_obs_value, native_autoreset=t.native_autoreset)
-            env.transform.pop(i)
-            env.insert_transform(i, fresh)
+            env.insert_transform(i, fresh)  # a lone transform becomes a Compose here, so pop works
+            env.transform.pop(i + 1)
             return
 
 
@@ -150,22 +178,23 @@ def load_env_state(env: EnvBase, state: Mapping[str, Any]) -> None:
     The next full ``env.reset()`` then returns the restored current observation instead of
     resetting the simulators (one-shot).
     """
-    vec = vector_env(env)
-    if state["num_envs"] != vec.num_envs:
-        raise ValueError(f"load_env_state: snapshot has num_envs={state['num_envs']}, env has {vec.num_envs}")
+    parts = state.get("parts")
+    if parts is None:  # a one-process snapshot from before env.workers
+        parts = [{"num_envs": state["num_envs"], "envs": state["envs"], "vector": state["vector"]}]
+    handle = VectorParts(env)
+    n = int(env.batch_size.numel())
+    if state["num_envs"] != n:
+        raise ValueError(f"load_env_state: snapshot has num_envs={state['num_envs']}, env has {n}")
+    if len(parts) != handle.workers:
+        raise ValueError(f"load_env_state: snapshot has env.workers={len(parts)}, env has {handle.workers}")
     mine = _stateful_transforms(env)
     if set(mine) != set(state["transforms"]):
         raise ValueError(
             f"load_env_state: transforms differ: snapshot {sorted(state['transforms'])}, env {sorted(mine)}"
         )
-    for e, st in zip(vec.envs, state["envs"]):
-        _load_single_state(e, st)
-    v = state["vector"]
-    _set_space_rng(vec.action_space, v["action_space_rng"])
     for key, t in mine.items():
         t.load_state_dict(state["transforms"][key])
-    _fresh_autoreset_transform(env)
-    vec.restore(v["observations"], v["autoreset_envs"])
+    handle.restore(list(parts))
 
 
 def load_normalization(env: EnvBase, state: Mapping[str, Any]) -> None:

@@ -32,6 +32,7 @@ TASKS: dict[str, str] = {
 #: env-config key -> value used when the key is absent
 DEFAULTS: dict[str, Any] = {
     "num_envs": 32,
+    "workers": 1,
     "normalize_obs": True,
     "scale_reward": True,
     "gamma": 0.99,
@@ -73,6 +74,15 @@ def validate_env_config(cfg: Any) -> None:
     num_envs = _get(cfg, "num_envs", DEFAULTS["num_envs"])
     if not is_int(num_envs) or num_envs < 1:
         raise ValueError(f"env.num_envs={num_envs!r} is invalid; valid choices: an integer >= 1")
+    workers = _get(cfg, "workers", DEFAULTS["workers"])
+    if not is_int(workers) or workers < 1:
+        raise ValueError(f"env.workers={workers!r} is invalid; valid choices: an integer >= 1 that divides num_envs")
+    if num_envs % workers:
+        divisors = [k for k in range(1, num_envs + 1) if num_envs % k == 0]
+        raise ValueError(
+            f"env.workers={workers} does not divide env.num_envs={num_envs}; valid choices: "
+            f"{', '.join(map(str, divisors))}"
+        )
     for key in ("normalize_obs", "scale_reward"):
         val = _get(cfg, key, DEFAULTS[key])
         if not isinstance(val, (bool, np.bool_)):

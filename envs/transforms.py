@@ -19,7 +19,7 @@ from tensordict import TensorDictBase
 from torchrl.data import Composite, Unbounded
 from torchrl.envs.transforms import Transform
 
-from .wrappers import ResumableSyncVectorEnv
+from .parallel import VectorParts
 
 __all__ = ["ObsNorm", "EpisodeStats", "RewardScale", "REWARD_CLIP"]
 
@@ -33,8 +33,10 @@ def _resumed(transform: Transform) -> bool:
     parent = transform.parent
     if parent is None:
         return False
-    vec = getattr(parent.base_env, "ngac_vector_env", None)
-    return isinstance(vec, ResumableSyncVectorEnv) and vec.last_reset != "real"
+    try:
+        return VectorParts(parent).last_reset() != "real"
+    except ValueError:  # not an env from make_env
+        return False
 
 
 def _full_reset_mask(tensordict: TensorDictBase | None) -> torch.Tensor | None:

@@ -84,6 +84,29 @@ class ResumableSyncVectorEnv(SyncVectorEnv):
         self._resume_pending = False
         self._pending_seed: int | None = None
 
+    #: this vector env's index among the workers of a multi-process env (0 in one process)
+    part: int = 0
+    #: called after :meth:`ngac_restore` (set by the builder: renews TorchRL's auto-reset transform)
+    ngac_after_restore: Callable[[], None] | None = None
+
+    def ngac_snapshot(self) -> dict[str, Any]:
+        """This part's simulators, RNGs and current step (see :mod:`ngac.envs.snapshot`)."""
+        from .snapshot import vector_snapshot
+
+        return vector_snapshot(self)
+
+    def ngac_restore(self, parts: list[dict[str, Any]]) -> None:
+        """Load ``parts[self.part]`` (one snapshot per worker: each worker picks its own)."""
+        from .snapshot import vector_restore
+
+        if self.ngac_after_restore is not None:
+            self.ngac_after_restore()
+        vector_restore(self, parts[self.part])
+
+    def ngac_last_reset(self) -> str:
+        """:attr:`last_reset`, as a method: what a multi-process env asks its workers."""
+        return self.last_reset
+
     @property
     def ngac_vector_env(self) -> ResumableSyncVectorEnv:
         """This env; reached through TorchRL's GymWrapper by :func:`vector_env`."""

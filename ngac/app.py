@@ -10,6 +10,8 @@ import warnings
 import hydra
 from omegaconf import DictConfig
 
+from ngac.envs.parallel import EnvWorkerError
+
 from .run import TrainingRun
 from .validate import ConfigError
 
@@ -27,7 +29,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
     except ConfigError as exc:
         print(f"ngac: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    outcome = run.fit()
+    try:
+        outcome = run.fit()
+    except EnvWorkerError as exc:  # the run is marked FAILED already; its last checkpoint is kept
+        print(f"ngac: error: {exc}", file=sys.stderr)
+        sys.exit(1)
     if outcome.status == "KILLED":
         print(f"stopped by signal {outcome.signal}: checkpoint {run.ckpt_dir / 'last.ckpt'}", file=sys.stderr)
     if outcome.exit_code:

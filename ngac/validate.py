@@ -178,9 +178,13 @@ MUST_MATCH = (
     "agent.activation",
     "agent.critic.hidden_sizes",
     "env.num_envs",
+    "env.workers",  # each worker holds its share of the simulators' state
+    "trainer.devices",  # each rank has its own environments and collector
     "env.normalize_obs",
     "env.scale_reward",
 )
+#: the value of a MUST_MATCH key in a checkpoint written before the key existed
+MUST_MATCH_ABSENT = {"env.workers": 1, "trainer.devices": 1}
 
 
 def read_checkpoint(path: str | Path, key: str = "resume") -> dict[str, Any]:
@@ -207,6 +211,8 @@ def check_compatible(ckpt: dict[str, Any], cfg: Any, path: str | Path) -> None:
     saved = OmegaConf.create(ckpt["ngac"]["config"])
     for key in MUST_MATCH:
         was, now = _plain(OmegaConf.select(saved, key)), _plain(OmegaConf.select(cfg, key))
+        if was is None:
+            was = MUST_MATCH_ABSENT.get(key)
         if was != now:
             raise ConfigError(
                 f"resume={str(path)!r} was trained with {key}={was!r}, not {now!r}; resume with {key}={was!r}"

@@ -36,6 +36,8 @@ CLI_CASES = [
     (["agent.max_kl=0"], ["max_kl"]),
     (["agent.gamma=1.5"], ["gamma", "1.5"]),
     (["env.num_envs=0"], ["num_envs"]),
+    (["env.workers=0"], ["env.workers=0", ">= 1"]),
+    (["env.workers=3"], ["env.workers=3", "num_envs=32", "1, 2, 4, 8, 16, 32"]),
     (["trainer.accelerator=tpu"], ["tpu", "cpu", "gpu"]),
     (["agent.activation=swish"], ["swish", "tanh"]),
     (["seed=abc"], ["seed='abc'", "integer"]),
@@ -103,6 +105,8 @@ def test_truncated_real_checkpoint(tmp_path, cfg_factory):
         run_mod.TrainingRun(cfg_factory("env=pendulum", "curvature=kfac", f"resume={good}"))
     with pytest.raises(ConfigError, match="env.num_envs=2, not 4; resume with env.num_envs=2"):
         run_mod.TrainingRun(cfg_factory("env=pendulum", "env.num_envs=4", f"resume={good}"))
+    with pytest.raises(ConfigError, match="env.workers=1, not 2; resume with env.workers=1"):
+        run_mod.TrainingRun(cfg_factory("env=pendulum", "env.workers=2", f"resume={good}"))
     with pytest.raises(ConfigError, match=r"agent.hidden_sizes=\[64, 64\], not \[32\]"):
         run_mod.TrainingRun(cfg_factory("env=pendulum", "agent.hidden_sizes=[32]", f"resume={good}"))
 

@@ -36,7 +36,8 @@ def test_eval_of_a_missing_checkpoint_names_the_checkpoint(capsys):
 def test_help_shows_each_key_with_its_meaning(capsys):
     assert main(["train", "curvature=kfac", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "env.num_envs = 32" in out and "copies stepped in one process" in out
+    assert "env.num_envs = 32" in out and "copies of the task, stepped together" in out
+    assert "env.workers = 1" in out and "processes that step the num_envs copies" in out
     assert "curvature.inverse_every = 10" in out and "(now: kfac)" in out
 
 

@@ -77,9 +77,12 @@ def _last_per_step(client, run_id, key):
     return out
 
 
-def test_kill9_then_resume_matches_uninterrupted_run_bitwise(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["workers1", "workers2"])
+def test_kill9_then_resume_matches_uninterrupted_run_bitwise(tmp_path, workers):
+    """With ``env.workers=2`` the killed-and-resumed run must also match the one-process straight
+    run: the worker count changes where the simulators step, not what they compute."""
     _train(tmp_path, "straight")
-    proc = _train(tmp_path, "killed", wait=False)
+    proc = _train(tmp_path, "killed", f"env.workers={workers}", wait=False)
     ckpt = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     _wait_for_checkpoint(proc, ckpt, 192)
     os.kill(proc.pid, signal.SIGKILL)
@@ -90,7 +93,7 @@ def test_kill9_then_resume_matches_uninterrupted_run_bitwise(tmp_path):
     assert len(runs) == 1 and runs[0].info.status == "RUNNING"  # what kill -9 leaves behind
     run_id = runs[0].info.run_id
 
-    _train(tmp_path, "killed", f"resume={ckpt}")
+    _train(tmp_path, "killed", f"resume={ckpt}", f"env.workers={workers}")
 
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
     b = torch.load(ckpt, weights_only=False)
