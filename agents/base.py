@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import lightning as L
@@ -28,6 +29,7 @@ from torch import Tensor
 from torchrl.objectives.value import GAE
 
 from . import metrics as M
+from .data import per_rank
 from .networks import make_actor, make_critic
 
 CHECKPOINT_FORMAT = "ngac-checkpoint"
@@ -39,11 +41,20 @@ def explained_variance(pred: Tensor, target: Tensor) -> float:
     return float("nan") if var == 0 else float(1 - (target - pred).var() / var)
 
 
-def normalize_advantages(adv: Tensor) -> Tensor:
-    """Zero mean, unit std. A batch of one has no std (``std`` would be NaN): it is returned unchanged."""
-    if adv.numel() < 2:
+def normalize_advantages(adv: Tensor, all_mean: Callable[[Tensor], Tensor] | None = None, world: int = 1) -> Tensor:
+    """Zero mean, unit std. A batch of one has no std (``std`` would be NaN): it is returned unchanged.
+
+    Under data parallelism (``all_mean`` averages across ``world`` ranks of equal batch size) the
+    mean and the (unbiased) std are those of the concatenated batch.
+    """
+    n = adv.numel() * world
+    if n < 2:
         return adv
-    return (adv - adv.mean()) / (adv.std() + 1e-8)
+    if all_mean is None:
+        return (adv - adv.mean()) / (adv.std() + 1e-8)
+    mean = all_mean(adv.mean())
+    var = all_mean((adv - mean).pow(2).mean()) * (n / (n - 1))
+    return (adv - mean) / (var.sqrt() + 1e-8)
 
 
 def rng_state() -> dict[str, Any]:
@@ -115,6 +126,35 @@ class OnPolicyAgent(L.LightningModule):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`extra_state`."""
 
+    # ------------------------------------------------------------ data parallelism
+    @property
+    def world(self) -> int:
+        """Data-parallel ranks (``trainer.devices``); 1 outside a trainer."""
+        try:
+            return self.trainer.world_size
+        except RuntimeError:  # not attached to a trainer
+            return 1
+
+    def all_mean(self, t: Tensor) -> Tensor:
+        """The mean of ``t`` over the data-parallel ranks (``t`` itself in one process)."""
+        if self.world == 1:
+            return t
+        return self.trainer.strategy.reduce(t.detach().clone(), reduce_op="mean")
+
+    def all_ranks(self, decision: bool) -> bool:
+        """True only if every rank decided True: ranks must skip or apply a step together."""
+        return decision if self.world == 1 else self.trainer.strategy.reduce_boolean_decision(decision, all=True)
+
+    def on_train_end(self) -> None:
+        if self.world > 1:  # the ranks must still hold one model: a cheap check of that promise
+            flat = torch.cat([p.detach().reshape(-1) for p in self.parameters()])
+            spread = (
+                self.trainer.strategy.reduce(flat.clone(), reduce_op="max")
+                - self.trainer.strategy.reduce(-flat.clone(), reduce_op="max").neg()
+            )
+            if bool(spread.abs().max() > 0):
+                raise RuntimeError(f"the {self.world} data-parallel ranks ended with different parameters")
+
     # --------------------------------------------------------------------- one update
     def on_train_start(self) -> None:
         if self._pending_rng is not None:  # after every piece of the run has been built
@@ -144,7 +184,7 @@ class OnPolicyAgent(L.LightningModule):
         target = flat["value_target"].squeeze(-1)
         adv = flat["advantage"].squeeze(-1)
         if self.cfg["normalize_advantages"]:
-            adv = normalize_advantages(adv)
+            adv = normalize_advantages(adv, self.all_mean if self.world > 1 else None, self.world)
         advantaged = time.perf_counter()
 
         metrics.update(self.optimise(flat, adv, target))
@@ -152,7 +192,7 @@ class OnPolicyAgent(L.LightningModule):
         metrics[M.GAE_MS] = (advantaged - collected) * 1e3
         metrics[M.UPDATE_MS] = (time.perf_counter() - advantaged) * 1e3
 
-        self.frames += frames
+        self.frames += frames * self.world  # every rank collected a batch like this one
         self.updates += 1
         now = time.perf_counter()
         if self._last_time is not None:
@@ -185,7 +225,7 @@ class OnPolicyAgent(L.LightningModule):
                 "frames": self.frames,
                 "updates": self.updates,
                 "skipped_updates": self.skipped_updates,
-                "rng": rng_state(),
+                "rng": rng_state() if self.world == 1 else {"ranks": per_rank(rng_state())},
                 "agent_state": self.extra_state(),
             }
         )
@@ -195,7 +235,8 @@ class OnPolicyAgent(L.LightningModule):
         self.frames = int(state["frames"])
         self.updates = int(state["updates"])
         self.skipped_updates = int(state["skipped_updates"])
-        self._pending_rng = state["rng"]
+        rng = state["rng"]
+        self._pending_rng = rng["ranks"][self.global_rank] if "ranks" in rng else rng
         self.load_extra_state(state["agent_state"])
         if not self.run_meta:  # ``ngac eval``; a resumed run keeps the config it was started with now
             skip = ("frames", "updates", "skipped_updates", "rng", "agent_state")

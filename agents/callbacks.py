@@ -46,6 +46,13 @@ class StopFlag:
     def requested(self) -> bool:
         return self.signum is not None
 
+    def reclaim(self) -> None:
+        """Be the only handler again. Under DDP, Lightning's SIGTERM handler broadcasts from inside
+        the signal handler, a collective the other ranks are not in: it would hang the run. The
+        ranks agree on stopping at the batch end instead (:class:`FrameCheckpoint`)."""
+        for s in STOP_SIGNALS:
+            signal.signal(s, self._handle)
+
     def restore(self) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
@@ -118,9 +125,13 @@ class FrameCheckpoint(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.next_ckpt = _next_multiple(pl_module.frames, self.every)
+        if trainer.world_size > 1:
+            self.stop.reclaim()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         f = pl_module.frames
+        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(self.stop.requested, all=False):
+            self.stop.signum = self.stop.signum or signal.SIGTERM  # a signal to any rank stops them all
         if self.stop.requested:
             trainer.datamodule.request_stop()
             trainer.should_stop = True

@@ -52,17 +52,22 @@ class RolloutStream:
         max_bad: int,
         after_update: Callable[[], None] | None = None,
         parallel: bool = False,
+        all_ranks: Callable[[bool], bool] | None = None,
+        any_rank: Callable[[bool], bool] | None = None,
     ) -> None:
         self.collector, self.frames, self.add_frames = collector, frames, add_frames
         self.total_frames, self.task, self.max_bad = total_frames, task, max_bad
         self.after_update = after_update
         self.parallel = parallel
+        # Under trainer.devices=N every rank must take the same decisions (or the collectives hang).
+        self.all_ranks = all_ranks or (lambda ok: ok)
+        self.any_rank = any_rank or (lambda flag: flag)
         self.bad = 0
         self.stop_requested = False
 
     def __iter__(self) -> Iterator[TensorDictBase]:
         it = iter(self.collector)
-        while self.frames() < self.total_frames and not self.stop_requested:
+        while self.frames() < self.total_frames and not self.any_rank(self.stop_requested):
             try:
                 batch = next(it)
             except RuntimeError as exc:
@@ -73,7 +78,7 @@ class RolloutStream:
                     f"{self.task}: an environment worker process died near frame {self.frames()} ({exc}); "
                     "the run stops, its last checkpoint is kept"
                 ) from None
-            if all(bool(torch.isfinite(batch.get(k)).all()) for k in OBS_KEYS):
+            if self.all_ranks(all(bool(torch.isfinite(batch.get(k)).all()) for k in OBS_KEYS)):
                 self.bad = 0
                 yield batch  # resumes when the next batch is asked for: after the update on this one
                 if self.after_update is not None:
@@ -89,6 +94,13 @@ class RolloutStream:
                     f"(last near frame {self.frames()}); stopping"
                 )
             self.add_frames(batch.numel())
+
+
+def per_rank(obj: Any) -> list[Any]:
+    """``obj`` of every data-parallel rank, in rank order (a collective: every rank calls it)."""
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
 
 
 def acts_on_copy(agent: L.LightningModule) -> bool:
@@ -121,7 +133,8 @@ class RolloutData(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if self.env is None:
             rank = self.trainer.global_rank if self.trainer is not None else 0
-            self.env = make_env(self.env_cfg, seed=self.seed + rank, training=True)
+            # copies are numbered across ranks: copy i of rank r is seeded seed + r * num_envs + i
+            self.env = make_env(self.env_cfg, seed=self.seed + rank * int(self.env_cfg.num_envs), training=True)
 
     def train_dataloader(self) -> RolloutStream:
         agent = self.trainer.lightning_module
@@ -147,8 +160,11 @@ class RolloutData(L.LightningDataModule):
         def refresh() -> None:
             actor.load_state_dict({k: v.cpu() for k, v in agent.actor.state_dict().items()})
 
+        world = self.trainer.world_size
+        strategy = self.trainer.strategy
+
         def add_frames(n: int) -> None:
-            agent.frames += n
+            agent.frames += n * world
 
         self.stream = RolloutStream(
             self.collector,
@@ -159,6 +175,8 @@ class RolloutData(L.LightningDataModule):
             max_bad=self.max_bad,
             after_update=refresh if copied else None,
             parallel=is_parallel(self.env),
+            all_ranks=(lambda ok: strategy.reduce_boolean_decision(ok, all=True)) if world > 1 else None,
+            any_rank=(lambda flag: strategy.reduce_boolean_decision(flag, all=False)) if world > 1 else None,
         )
         return self.stream
 
@@ -170,16 +188,21 @@ class RolloutData(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         if self.env is None or self.collector is None:
             return {}
-        return {
+        own = {
             "env": env_state(self.env),
             "collector": self.collector.state_dict(),
             "carrier": collector_carrier(self.collector),
             "bad_batches": self.stream.bad if self.stream is not None else 0,
         }
+        if self.trainer.world_size == 1:
+            return own
+        return {"ranks": per_rank(own)}  # rank 0 writes the checkpoint: it holds every rank's envs
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             return
+        if "ranks" in state:
+            state = state["ranks"][self.trainer.global_rank]
         if self.env is None:
             raise RuntimeError("RolloutData.load_state_dict before setup(): no environment to restore into")
         load_env_state(self.env, state["env"])  # before the collector: its first reset returns this state

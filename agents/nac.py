@@ -67,7 +67,7 @@ class NaturalGradientAgent(OnPolicyAgent):
             for idx in torch.randperm(target.shape[0], device=target.device).split(ccfg["minibatch_size"]):
                 loss = 0.5 * (value_net(obs[idx]).squeeze(-1) - target[idx]).pow(2).mean()
                 loss_value = loss.item()
-                if not math.isfinite(loss_value):
+                if not self.all_ranks(math.isfinite(loss_value)):
                     continue
                 opt.zero_grad()
                 self.manual_backward(loss)
@@ -96,7 +96,14 @@ class NaturalGradientAgent(OnPolicyAgent):
         def surrogate_fn() -> Tensor:
             return ((log_prob_fn() - old_logp).exp() * adv).mean()
 
-        direction = self.curvature.direction(PolicyBatch(actor, log_prob_fn, adv, kl_fn))
+        # Data parallel: every batch statistic (the backend's, the step rule's KL and surrogate) is
+        # the mean over the ranks, so every rank computes the same direction and step.
+        all_mean = self.all_mean if self.world > 1 else None
+        direction = self.curvature.direction(PolicyBatch(actor, log_prob_fn, adv, kl_fn, all_mean=all_mean))
+        if all_mean is not None:
+            kl_local, surrogate_local = kl_fn, surrogate_fn
+            kl_fn = lambda: all_mean(kl_local())  # noqa: E731
+            surrogate_fn = lambda: all_mean(surrogate_local())  # noqa: E731
         params = [p for p in actor.parameters() if p.requires_grad]
         result = take_step(
             self.cfg["step_rule"],

@@ -47,7 +47,7 @@ class PPOAgent(OnPolicyAgent):
                     + out["loss_critic"]
                     + out.get("loss_entropy", torch.zeros((), device=adv.device))
                 )
-                if not torch.isfinite(loss):
+                if not self.all_ranks(bool(torch.isfinite(loss))):
                     skipped += 1  # never apply a non-finite step
                     continue
                 opt.zero_grad()

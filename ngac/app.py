@@ -12,10 +12,16 @@ from omegaconf import DictConfig
 
 from ngac.envs.parallel import EnvWorkerError
 
+from .ddp import RankError
 from .run import TrainingRun
 from .validate import ConfigError
 
-QUIET_WARNINGS = ("You are using the `dataloader_iter`", "Found `dataloader_iter`", "`isinstance(treespec, LeafSpec)`")
+QUIET_WARNINGS = (
+    "You are using the `dataloader_iter`",
+    "Found `dataloader_iter`",
+    "`isinstance(treespec, LeafSpec)`",
+    "The `srun` command is available",  # SLURM installed, ngac started outside a job: nothing to fix
+)
 
 
 @hydra.main(config_path="pkg://ngac.configs", config_name="config", version_base=None)
@@ -31,7 +37,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
         sys.exit(2)
     try:
         outcome = run.fit()
-    except EnvWorkerError as exc:  # the run is marked FAILED already; its last checkpoint is kept
+    except (EnvWorkerError, RankError) as exc:  # the run is marked FAILED already; its last checkpoint is kept
         print(f"ngac: error: {exc}", file=sys.stderr)
         sys.exit(1)
     if outcome.status == "KILLED":

@@ -15,11 +15,14 @@ import os
 import subprocess
 import warnings
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import LightningEnvironment
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,6 +33,7 @@ from ngac.agents.data import RolloutData
 from ngac.agents.progress import FramesProgressBar
 from ngac.envs import action_kind, env_dims
 
+from .ddp import RankError, Ranks, externally_launched
 from .links import ui_links
 from .mlflow_utils import resolve_tracking_uri
 from .requeue import requeued_checkpoint
@@ -73,12 +77,21 @@ class Outcome:
 class TrainingRun:
     """One ``ngac train`` run. Constructing it checks all input; :meth:`fit` runs it."""
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, cfg: DictConfig, rank_of: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         validate_config(cfg)
-        check_gl_backend()
         self.container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
         self.agent_cls: type[OnPolicyAgent] = AGENTS[cfg.agent.name]
+        self.model: OnPolicyAgent | None = None
+        self.outcome = Outcome()
+        self.algo = str(cfg.logger.algo or self.agent_cls.algo_name(self.container))
+        self.child = rank_of is not None  # rank >= 1 of trainer.devices=N, started by rank 0 (ngac.ddp)
+        if rank_of is not None:  # rank 0 has checked everything and owns the MLflow run
+            self.resume_from, self.out_dir = rank_of["resume_from"], Path(rank_of["out_dir"])
+            self.ckpt_dir = self.out_dir / "checkpoints"
+            self.mlflow_run_id = rank_of["mlflow_run_id"]
+            return
+        check_gl_backend()
         self.resume_from: Path | None = None
         run_id = None
         resume = cfg.resume or requeued_checkpoint(Path(cfg.out_dir))
@@ -95,9 +108,6 @@ class TrainingRun:
         self.tracking_uri = resolve_tracking_uri(cfg.logger.tracking_uri)
         check_tracking_server(self.tracking_uri)
         self.mlflow_run_id: str | None = run_id
-        self.algo = str(cfg.logger.algo or self.agent_cls.algo_name(self.container))
-        self.model: OnPolicyAgent | None = None
-        self.outcome = Outcome()
 
     def tags(self) -> dict[str, str]:
         cfg = self.cfg
@@ -119,7 +129,8 @@ class TrainingRun:
 
     def _build(self, stop: StopFlag) -> tuple[L.Trainer, OnPolicyAgent, RolloutData]:
         cfg = self.cfg
-        L.seed_everything(cfg.seed, workers=False, verbose=False)
+        rank = int(os.environ.get("LOCAL_RANK", 0)) if cfg.trainer.devices > 1 else 0
+        L.seed_everything(cfg.seed + rank, workers=False, verbose=False)  # each rank samples its own actions
         torch.set_num_threads(cfg.trainer.num_threads)
         obs_dim, act_dim = env_dims(cfg.env)
         model = self.agent_cls.from_config(self.container, obs_dim, act_dim, action_kind(cfg.env))
@@ -145,23 +156,51 @@ class TrainingRun:
         )  # fmt: skip
         self.checkpoint = FrameCheckpoint(self.ckpt_dir, every_frames=t.checkpoint_every_frames, stop=stop)
         callbacks: list[L.Callback] = [self.evaluation, self.checkpoint]
-        if t.progress_bar:
+        if t.progress_bar and not self.child:
             callbacks.append(FramesProgressBar(t.total_frames))
         trainer = L.Trainer(
             accelerator=t.accelerator,
             devices=t.devices,
+            strategy=data_parallel(t.accelerator) if t.devices > 1 else "auto",
             max_epochs=1,
-            logger=self.run_logger.lightning_logger,
+            logger=False if self.child else self.run_logger.lightning_logger,
             log_every_n_steps=1,
             enable_checkpointing=False,  # FrameCheckpoint: Lightning's checkpoints on a frame budget
-            enable_progress_bar=bool(t.progress_bar),
+            enable_progress_bar=bool(t.progress_bar) and not self.child,
             enable_model_summary=False,
             num_sanity_val_steps=0,
             callbacks=callbacks,
         )
         return trainer, model, data
 
+    def _fit(self, trainer: L.Trainer) -> None:
+        # weights_only=False: the checkpoint holds numpy RNG and simulator state; read_checkpoint
+        # has already checked that it is an ngac checkpoint of this run.
+        fit = lambda: trainer.fit(self.model, datamodule=self.data, ckpt_path=self.resume_from, weights_only=False)  # noqa: E731
+        if self.cfg.trainer.devices == 1 or externally_launched():
+            fit()
+            return
+        payload = {
+            "config": self.container,
+            "mlflow_run_id": self.mlflow_run_id,
+            "resume_from": self.resume_from,
+            "out_dir": str(self.out_dir),
+        }
+        with Ranks(self.cfg.trainer.devices, payload, self.out_dir) as ranks:
+            try:
+                fit()
+            except Exception as exc:
+                if failed := ranks.failed_ranks():
+                    rank, code = failed[0]
+                    raise RankError(
+                        f"rank {rank} of trainer.devices={self.cfg.trainer.devices} exited with code {code}; "
+                        f"the run stops ({type(exc).__name__} in rank 0), its last checkpoint is kept"
+                    ) from None
+                raise
+
     def fit(self) -> Outcome:
+        if self.child:
+            return self._fit_child()
         stop = StopFlag().install()  # before the MLflow run exists: no moment is left unguarded
         outcome = self.outcome
         try:
@@ -176,9 +215,7 @@ class TrainingRun:
             if not stop.requested:
                 trainer, self.model, self.data = self._build(stop)
                 try:
-                    # weights_only=False: the checkpoint holds numpy RNG and simulator state; read_checkpoint
-                    # has already checked that it is an ngac checkpoint of this run.
-                    trainer.fit(self.model, datamodule=self.data, ckpt_path=self.resume_from, weights_only=False)
+                    self._fit(trainer)
                 except SIGTERMException:
                     pass  # Lightning's way of stopping on SIGTERM, after our checkpoint at the batch end
             if stop.requested:
@@ -199,6 +236,36 @@ class TrainingRun:
             stop.restore()
             self.run_logger.finish(outcome.status)
         return outcome
+
+    def _fit_child(self) -> Outcome:
+        """Rank >= 1: train beside rank 0; it logs, evaluates and checkpoints."""
+        stop = StopFlag().install()
+        try:
+            trainer, self.model, self.data = self._build(stop)
+            try:
+                self._fit(trainer)
+            except SIGTERMException:
+                pass
+            self.outcome.status = "KILLED" if stop.requested else "FINISHED"
+            self.outcome.signal = stop.signum
+        finally:
+            stop.restore()
+        return self.outcome
+
+
+def data_parallel(accelerator: str) -> DDPStrategy:
+    """Lightning's DDP over the ranks that :mod:`ngac.ddp` (or torchrun) started.
+
+    ``find_unused_parameters``: the critic's backward passes leave the actor's parameters without
+    gradients (the actor moves by the curvature backend's all-reduced direction instead).
+    """
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return DDPStrategy(
+        cluster_environment=LightningEnvironment(),
+        process_group_backend="nccl" if gpu else "gloo",
+        find_unused_parameters=True,
+        timeout=timedelta(minutes=30),
+    )
 
 
 def train(cfg: DictConfig) -> Outcome:

@@ -154,7 +154,12 @@ def validate_config(cfg: DictConfig) -> None:
     _choice(cfg, "agent.activation", tuple(sorted(ACTIVATIONS)))
     _check(cfg, "trainer.progress_bar", boolean, "true or false")
     _choice(cfg, "trainer.accelerator", ("cpu", "gpu", "cuda", "auto"))
-    _check(cfg, "trainer.devices", lambda v: v == 1 and _is_int(v), "1 (data-parallel training is not available yet)")
+    _check(cfg, "trainer.devices", positive_int, "a positive integer (data-parallel ranks)")
+    if cfg.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+        if cfg.trainer.devices > (count := torch.cuda.device_count()):
+            raise ConfigError(
+                f"trainer.devices={cfg.trainer.devices} but {count} GPU(s) are visible; use at most {count}"
+            )
     _check(cfg, "logger.experiment_name", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name")
     _check(cfg, "logger.log_checkpoint", boolean, "true or false")
     batch, n = cfg.agent.frames_per_batch, cfg.env.num_envs

@@ -42,8 +42,8 @@ CLI_CASES = [
     (["agent.activation=swish"], ["swish", "tanh"]),
     (["seed=abc"], ["seed='abc'", "integer"]),
     (["seed=-1"], ["seed=-1", "integer"]),
-    (["trainer.devices=0"], ["trainer.devices=0", "1"]),
-    (["trainer.devices=2"], ["trainer.devices=2", "1"]),
+    (["trainer.devices=0"], ["trainer.devices=0", "positive integer"]),
+    (["trainer.devices=-2"], ["trainer.devices=-2", "positive integer"]),
     (["agent.hidden_sizes=[64,-1]"], ["agent.hidden_sizes=[64, -1]", "positive integers"]),
     (["agent.init_log_std=nan"], ["agent.init_log_std=nan", "finite"]),
     (["agent.line_search.shrink=2"], ["agent.line_search.shrink=2", "(0, 1)"]),
@@ -131,7 +131,7 @@ def test_unusable_sqlite_store_is_one_line(cfg_factory, no_env):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("override", ["seed=-1", "trainer.devices=2", "agent.init_log_std=nan"])
+@pytest.mark.parametrize("override", ["seed=-1", "trainer.devices=0", "agent.init_log_std=nan"])
 def test_bad_input_creates_no_mlflow_run(tmp_path, override):
     """Every check runs before the MLflow run exists: a refused input leaves no store and no run."""
     out = subprocess.run(
