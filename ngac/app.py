@@ -24,12 +24,17 @@ QUIET_WARNINGS = (
 )
 
 
-@hydra.main(config_path="pkg://ngac.configs", config_name="config", version_base=None)
-def hydra_main(cfg: DictConfig) -> float | None:
+def quiet() -> None:
+    """Silence the library lines that say nothing to fix (every rank calls this)."""
     for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=f".*{re.escape(pattern)}")
     for name in ("lightning.pytorch", "lightning.fabric", "mlflow"):  # torchrl's lines: ngac.envs filters them
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@hydra.main(config_path="pkg://ngac.configs", config_name="config", version_base=None)
+def hydra_main(cfg: DictConfig) -> float | None:
+    quiet()
     try:
         run = TrainingRun(cfg)
     except ConfigError as exc:

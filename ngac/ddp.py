@@ -96,8 +96,18 @@ class Ranks:
             else:
                 os.environ[k] = v
 
-    def failed_ranks(self) -> list[tuple[int, int]]:
-        """(rank, exit code) of every started rank that exited with an error."""
+    def failed_ranks(self, grace_s: float = 2.0) -> list[tuple[int, int]]:
+        """(rank, exit code) of every started rank that exited with an error.
+
+        Waits up to ``grace_s``: a killed rank's sockets close (and rank 0's collective fails)
+        a moment before its exit status can be read.
+        """
+        deadline = time.monotonic() + grace_s
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
         return [(i + 1, p.returncode) for i, p in enumerate(self.procs) if p.poll() not in (None, 0)]
 
 
@@ -118,8 +128,10 @@ def child_main(payload_path: str) -> int:
     """Entry of ranks 1..N-1: the resolved run from rank 0, without logger, evaluation or checkpoints."""
     from omegaconf import OmegaConf
 
+    from .app import quiet
     from .run import TrainingRun
 
+    quiet()
     _exit_with_parent()
     payload = torch.load(payload_path, weights_only=False)
     run = TrainingRun(OmegaConf.create(payload["config"]), rank_of=payload)

@@ -8,6 +8,7 @@ the same parameters (``OnPolicyAgent.on_train_end`` raises otherwise, and the ru
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import mlflow
 import pytest
 import torch
 
+from .test_env_workers import _children
 from .test_resume import _frames
 
 TINY = [
@@ -119,3 +121,28 @@ def test_a_resume_must_keep_the_number_of_ranks(tmp_path, devices):
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 2 and "trainer.devices=2, not 1" in out.stderr, out.stderr[-2000:]
+
+
+def test_a_dead_rank_fails_the_run_in_one_line(tmp_path):
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ngac", "train", *TINY, "trainer.total_frames=100000000",
+         f"logger.tracking_uri=sqlite:///{tmp_path}/m.db", f"out_dir={tmp_path}/run"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        t0 = time.time()
+        while not ckpt.exists():
+            assert proc.poll() is None and time.time() - t0 < 180, proc.stderr.read()[-3000:]
+            time.sleep(0.1)
+        (rank1,) = [k for k in _children(proc.pid) if b"ngac.ddp" in Path(f"/proc/{k}/cmdline").read_bytes()]
+        os.kill(rank1, signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)  # nothing hangs
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("ngac: error: rank 1 of trainer.devices=2 exited with code -9")
+    assert "Traceback" not in err, err[-3000:]
+    (run,) = _runs(tmp_path / "m.db")
+    assert run.info.status == "FAILED" and ckpt.exists()
