@@ -80,7 +80,7 @@ def test_hydra_multirun_starts_the_ranks_of_each_job(tmp_path):
 
 
 def test_sigterm_then_resume_matches_the_uninterrupted_run(tmp_path):
-    args = [*TINY, "trainer.total_frames=3072"]
+    args = [*TINY, "trainer.total_frames=2048"]
     _ngac(tmp_path, [sys.executable, "-m", "ngac"], *args, f"logger.tracking_uri=sqlite:///{tmp_path}/a.db",
           f"out_dir={tmp_path}/a")  # fmt: skip
     ckpt = tmp_path / "b" / "checkpoints" / "last.ckpt"
@@ -96,7 +96,7 @@ def test_sigterm_then_resume_matches_the_uninterrupted_run(tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, out[-3000:]
     stopped_at = _frames(ckpt)
-    assert stopped_at < 3072
+    assert stopped_at < 2048
     (run,) = _runs(tmp_path / "b.db")
     assert run.info.status == "KILLED"
 
@@ -106,7 +106,7 @@ def test_sigterm_then_resume_matches_the_uninterrupted_run(tmp_path):
     assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
     a = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=False)
     b = torch.load(ckpt, weights_only=False)
-    assert a["ngac"]["frames"] == b["ngac"]["frames"] == 3072
+    assert a["ngac"]["frames"] == b["ngac"]["frames"] == 2048
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), f"{key} (stopped at {stopped_at})"
 
