@@ -62,7 +62,8 @@ def whole(cmd: list[str], cwd: Path) -> tuple[str, float, float, float, Monitor]
     wall = time.perf_counter() - t0
     mon.done.set()
     mon.join()
-    cpu = our_cpu() - cpu0
+    # rusage misses grandchildren no process waited for (SubprocVecEnv's forkserver and its workers)
+    cpu = max(our_cpu() - cpu0, sum(s[-1][1] for s in mon.series.values()))
     others = max((machine_busy() - busy0 - cpu) / wall, 0.0)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}): {out[-3000:]}")
