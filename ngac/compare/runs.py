@@ -52,6 +52,7 @@ class RunData:
     curve: Curve  # the return curve
     curve_key: str | None  # RETURN_KEY, EVAL_KEY (no training episode finished) or None
     final_return: float  # the last eval/episode_return
+    best_return: float  # the highest eval/episode_return (a policy that oscillates: best >> final)
     direction_ms: list[float] = field(default_factory=list)
     update_ms: list[float] = field(default_factory=list)
     sps: list[float] = field(default_factory=list)
@@ -133,6 +134,7 @@ def read_run(client: MlflowClient, run: Run, group_by: str) -> RunData:
         curve=curve,
         curve_key=curve_key,
         final_return=float(evals[-1].value) if evals else math.nan,
+        best_return=max(m.value for m in evals) if evals else math.nan,
         direction_ms=direction_ms,
         update_ms=update_ms,
         sps=values(SPS_KEY),

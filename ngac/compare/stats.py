@@ -10,7 +10,9 @@ taken as seeds. Runs of different environments never share a group, a curve or a
   different seeds' points.
 * AUC: :math:`\frac{1}{x_{-1} - x_0} \int \bar y(x)\,dx` by the trapezoid rule over the common
   grid, the mean return over training (exact for piecewise-linear curves on that grid).
-* Final return: the last ``eval/episode_return`` of each run, mean and std over seeds.
+* Final return: the last ``eval/episode_return`` of each run, mean and std over seeds; best
+  return: each run's highest ``eval/episode_return``, mean and std over seeds. A wide gap between
+  the two says the policy fell back from where it was.
 * Timings: the medians of every logged value of the group pooled; wall time: mean over runs.
 * ``cos_to_natural``: each run's mean over the updates where it was measured, then mean over seeds.
 """
@@ -33,6 +35,8 @@ CSV_COLUMNS = [
     "budget_frames",
     "final_return_mean",
     "final_return_std",
+    "best_return_mean",
+    "best_return_std",
     "auc",
     "direction_ms_median",
     "update_ms_median",
@@ -136,6 +140,8 @@ def summarise(runs: list[RunData]) -> list[Group]:
             "budget_frames": _budget_text(group.budgets),
             "final_return_mean": nan_stat(finals, np.mean),
             "final_return_std": nan_stat(finals, np.std),
+            "best_return_mean": nan_stat([r.best_return for r in rs], np.mean),
+            "best_return_std": nan_stat([r.best_return for r in rs], np.std),
             "auc": area_under_curve(returns.grid, returns.mean),
             "direction_ms_median": nan_stat([v for r in rs for v in r.direction_ms], np.median),
             "update_ms_median": nan_stat([v for r in rs for v in r.update_ms], np.median),

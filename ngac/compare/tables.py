@@ -26,22 +26,18 @@ def markdown_tables(groups: list[Group], group_header: str = "group") -> str:
             math.isfinite(r["cos_to_natural_mean"]) or math.isfinite(r["cos_to_natural_fisher_mean"]) for r in rows
         )
         head = (
-            f"| {group_header} | runs | frames | final return (mean ± std) | AUC (mean return over training) "
-            "| direction ms (median) | update ms (median) | steps/s (median) | wall time s (mean) |"
+            f"| {group_header} | runs | frames | final return (mean ± std) | best eval return (mean ± std) "
+            "| AUC (mean return over training) | direction ms (median) | update ms (median) | steps/s (median) | wall time s (mean) |"
         )
-        rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         if cos:
             head += " cos to natural (mean) | same, Fisher norm |"
             rule += "---:|---:|"
         lines = [f"## {env}", "", head, rule]
         for r in rows:
-            final = (
-                f"{fmt(r['final_return_mean'])} ± {fmt(r['final_return_std'])}"
-                if math.isfinite(r["final_return_mean"])
-                else "–"
-            )
+            final, best = (_mean_std(r, "final_return"), _mean_std(r, "best_return"))
             line = (
-                f"| {r['group']} | {r['n']} | {r['budget_frames'] or '–'} | {final} | {fmt(r['auc'])} "
+                f"| {r['group']} | {r['n']} | {r['budget_frames'] or '–'} | {final} | {best} | {fmt(r['auc'])} "
                 f"| {fmt(r['direction_ms_median'], 3)} | {fmt(r['update_ms_median'], 3)} | {fmt(r['sps_median'], 0)} "
                 f"| {fmt(r['wall_time_s_mean'], 1)} |"
             )
@@ -50,6 +46,11 @@ def markdown_tables(groups: list[Group], group_header: str = "group") -> str:
             lines.append(line)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def _mean_std(row: dict, name: str) -> str:
+    mean = row[f"{name}_mean"]
+    return f"{fmt(mean)} ± {fmt(row[f'{name}_std'])}" if math.isfinite(mean) else "–"
 
 
 def write_csv(groups: list[Group], path: Path) -> None:

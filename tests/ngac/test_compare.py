@@ -123,6 +123,11 @@ def store(tmp_path_factory):
              series={"curvature/update_ms": {0: 9.0}})  # fmt: skip
     make_run(client, old, tags={"algo": "new", "agent": "nac", "env": "X"}, evals={0: 1.0},
              series={"curvature/direction_ms": {0: 2.0}, "perf/update_ms": {0: 7.0}, "curvature/update_ms": {0: 99.0}})  # fmt: skip
+    # Experiment "fallback": the policy peaks and falls back (Hopper's oscillation): seed s evaluates
+    # 100 + s at 1000 frames, then 10 + s at 2000: final 10.5 +- 0.5, best 100.5 +- 0.5.
+    fallback = create_experiment("fallback")
+    for s in (0, 1):
+        make_run(client, fallback, tags={"algo": "sm", "env": "Hopper-v5"}, evals={1000: 100.0 + s, 2000: 10.0 + s})
     targets = create_experiment("targets")
     return {"uri": uri, "client": client, "parent": parent, "targets": targets, "create_experiment": create_experiment}
 
@@ -142,6 +147,7 @@ def test_groups_mean_std_auc_exact(store, tmp_path):
         assert r["n"] == 3
         assert r["final_return_mean"] == pytest.approx(e + 10)
         assert r["final_return_std"] == pytest.approx(10 * STD_012)
+        assert r["best_return_mean"] == pytest.approx(e + 10)  # the earlier -999 is lower
         assert r["auc"] == pytest.approx(1.5 * a + 1)
         assert r["direction_ms_median"] == pytest.approx(3.0)
         assert math.isnan(r["update_ms_median"])  # perf/update_ms never logged
@@ -162,13 +168,21 @@ def test_outputs_written(store, tmp_path):
     md = result["markdown"].read_text()
     assert "# ngac compare: synth" in md and "matched experiment name" in md and store["uri"] in md
     assert "runs: 6 in 2 groups" in md and "## Pendulum-v1" in md
-    assert "| sm | 3 | 300 | 60.00 ± 8.16 | 4.00 | 3.000 | – | 200 | 6.0 |" in md
+    assert "| sm | 3 | 300 | 60.00 ± 8.16 | 60.00 ± 8.16 | 4.00 | 3.000 | – | 200 | 6.0 |" in md
     assert "cos to natural" not in md and "warning" not in md
     assert not (out / "curvature_diagnostics.png").exists()
     with open(result["csv"]) as fh:
         table = list(csv.DictReader(fh))
     assert [r["group"] for r in table] == ["kfac", "sm"]
     assert float(table[1]["auc"]) == pytest.approx(4.0)
+
+
+def test_best_evaluation_beside_the_final_one(store, tmp_path):
+    result = compare_runs(store["uri"], "fallback", tmp_path)
+    (row,) = result["rows"]
+    assert (row["final_return_mean"], row["final_return_std"]) == pytest.approx((10.5, 0.5))
+    assert (row["best_return_mean"], row["best_return_std"]) == pytest.approx((100.5, 0.5))
+    assert "| 10.50 ± 0.50 | 100.50 ± 0.50 |" in result["markdown"].read_text()
 
 
 def test_group_by_param(store, tmp_path):
@@ -216,7 +230,7 @@ def test_no_match_lists_experiments_and_sweeps(store, tmp_path):
         compare_runs(store["uri"], "nope", tmp_path)
     msg = str(info.value)
     assert "\n" not in msg and "'nope'" in msg
-    assert "synth" in msg and "damping" in msg and "sw1" in msg
+    assert "fallback" in msg and "damping" in msg and "sw1" in msg
     assert not (tmp_path / "summary.md").exists()
 
 
