@@ -208,9 +208,27 @@ class RolloutData(L.LightningDataModule):
         load_env_state(self.env, state["env"])  # before the collector: its first reset returns this state
         self._pending_carrier, self._pending_collector = state["carrier"], state["collector"]
 
+    def on_exception(self, exception: BaseException) -> None:
+        # Lightning skips ``teardown`` when fit raises: without this the surviving env workers of
+        # env.workers > 1 outlive the run, and the interpreter's exit waits on them.
+        self._close(strict=False)
+
     def teardown(self, stage: str) -> None:
+        self._close(strict=True)
+
+    def _close(self, strict: bool) -> None:
+        """Shut the collector and the environment (the worker processes of env.workers > 1).
+
+        Not ``strict`` (a failed run): a failure to close is not raised over the run's own error.
+        TorchRL refuses to close a ParallelEnv one of whose workers died, after terminating the
+        others, which is all a failed run needs (and the workers are daemons: they end with us).
+        """
         if self.collector is not None:
-            self.collector.shutdown()
-            self.collector = None
+            collector, self.collector = self.collector, None
+            collector.shutdown(raise_on_error=strict)  # closes the environment it steps
         if self.env is not None and not self.env.is_closed:
-            self.env.close()  # the worker processes of env.workers > 1
+            try:
+                self.env.close()
+            except Exception:
+                if strict:
+                    raise

@@ -97,7 +97,9 @@ def parallel_env(
          "seed": seed + w * m, "part": w}
         for w in range(workers)
     ]  # fmt: skip
-    penv = ParallelEnv(workers, vector_part, create_env_kwargs=kwargs, device="cpu")
+    # daemon: the workers never outlive this process (a failed run's interpreter exit terminates
+    # them instead of waiting for them to finish, which they never do on their own).
+    penv = ParallelEnv(workers, vector_part, create_env_kwargs=kwargs, device="cpu", daemon=True)
     return TransformedEnv(penv, FlattenWorkers())
 
 
