@@ -15,11 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import pytest
 import torch
 
-from .test_env_workers import _children
+from .process_utils import children, runs_in, train_until_checkpoint
 from .test_resume import _frames
 
 TINY = [
@@ -36,12 +35,6 @@ TINY = [
 ]
 
 
-def _runs(db: Path, with_parent: bool = False):
-    client = mlflow.MlflowClient(f"sqlite:///{db}")
-    runs = client.search_runs([client.get_experiment_by_name("ngac").experiment_id])
-    return [r for r in runs if with_parent or r.data.tags.get("ngac.role") != "sweep_parent"]
-
-
 def _ngac(tmp: Path, entry: list[str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     out = subprocess.run([*entry, "train", *args], cwd=tmp, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
@@ -54,7 +47,7 @@ def test_the_issue_bar_from_the_console_script(tmp_path):
     _ngac(tmp_path, [ngac], "env=pendulum", "trainer.total_frames=8192", "trainer.devices=2",
           "trainer.accelerator=cpu", "trainer.progress_bar=false", f"logger.tracking_uri=sqlite:///{tmp_path}/m.db",
           f"out_dir={tmp_path}/run")  # fmt: skip
-    runs = _runs(tmp_path / "m.db")
+    runs = runs_in(tmp_path / "m.db")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["ngac"]["frames"] == 8192
@@ -66,7 +59,7 @@ def test_python_m_ngac_with_env_workers_and_ppo(tmp_path):
     ppo = [a for a in TINY if not a.startswith("agent.critic.")]
     _ngac(tmp_path, [sys.executable, "-m", "ngac"], *ppo, "env.workers=2", "algo=ppo", "agent.minibatch_size=64",
           "trainer.total_frames=1024", f"logger.tracking_uri=sqlite:///{tmp_path}/m.db")  # fmt: skip
-    runs = _runs(tmp_path / "m.db")
+    runs = runs_in(tmp_path / "m.db")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
 
 
@@ -74,7 +67,7 @@ def test_hydra_multirun_starts_the_ranks_of_each_job(tmp_path):
     _ngac(tmp_path, [sys.executable, "-m", "ngac"], "-m", *TINY, "seed=0,1", "trainer.total_frames=512",
           f"logger.tracking_uri=sqlite:///{tmp_path}/m.db", f"hydra.sweep.dir={tmp_path}/sweep",
           "hydra/launcher=basic", timeout=600)  # fmt: skip
-    runs = _runs(tmp_path / "m.db")
+    runs = runs_in(tmp_path / "m.db")
     assert sorted(r.data.tags["seed"] for r in runs) == ["0", "1"]
     assert all(r.info.status == "FINISHED" for r in runs)
 
@@ -97,12 +90,12 @@ def test_sigterm_then_resume_matches_the_uninterrupted_run(tmp_path):
     assert proc.returncode == 143, out[-3000:]
     stopped_at = _frames(ckpt)
     assert stopped_at < 2048
-    (run,) = _runs(tmp_path / "b.db")
+    (run,) = runs_in(tmp_path / "b.db")
     assert run.info.status == "KILLED"
 
     _ngac(tmp_path, [sys.executable, "-m", "ngac"], *args, f"resume={ckpt}",
           f"logger.tracking_uri=sqlite:///{tmp_path}/b.db")  # fmt: skip
-    (again,) = _runs(tmp_path / "b.db")
+    (again,) = runs_in(tmp_path / "b.db")
     assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
     a = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=False)
     b = torch.load(ckpt, weights_only=False)
@@ -125,17 +118,9 @@ def test_a_resume_must_keep_the_number_of_ranks(tmp_path, devices):
 
 def test_a_dead_rank_fails_the_run_in_one_line(tmp_path):
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ngac", "train", *TINY, "trainer.total_frames=100000000",
-         f"logger.tracking_uri=sqlite:///{tmp_path}/m.db", f"out_dir={tmp_path}/run"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = train_until_checkpoint(tmp_path, "ngac", *TINY, "trainer.total_frames=100000000")
     try:
-        t0 = time.time()
-        while not ckpt.exists():
-            assert proc.poll() is None and time.time() - t0 < 180, proc.stderr.read()[-3000:]
-            time.sleep(0.1)
-        (rank1,) = [k for k in _children(proc.pid) if b"ngac.ddp" in Path(f"/proc/{k}/cmdline").read_bytes()]
+        (rank1,) = [k for k in children(proc.pid) if b"ngac.ddp" in Path(f"/proc/{k}/cmdline").read_bytes()]
         os.kill(rank1, signal.SIGKILL)
         _, err = proc.communicate(timeout=120)  # nothing hangs
     finally:
@@ -144,5 +129,5 @@ def test_a_dead_rank_fails_the_run_in_one_line(tmp_path):
     assert proc.returncode == 1, err[-3000:]
     assert err.strip().splitlines()[-1].startswith("ngac: error: rank 1 of trainer.devices=2 exited with code -9")
     assert "Traceback" not in err, err[-3000:]
-    (run,) = _runs(tmp_path / "m.db")
+    (run,) = runs_in(tmp_path / "m.db")
     assert run.info.status == "FAILED" and ckpt.exists()

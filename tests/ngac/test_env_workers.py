@@ -9,8 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import torch
+
+from .process_utils import children, runs_in, train_until_checkpoint
 
 ARGS = [
     "env=pendulum",
@@ -25,24 +26,10 @@ ARGS = [
 ]
 
 
-def _children(pid: int) -> list[int]:
-    """Direct child processes of ``pid`` (from /proc)."""
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(entry.name))
-    return kids
-
-
 def _env_workers(pid: int) -> list[int]:
     """The ParallelEnv worker processes among ``pid``'s children (spawned: ``spawn_main`` in argv)."""
     out = []
-    for kid in _children(pid):
+    for kid in children(pid):
         try:
             argv = (Path("/proc") / str(kid) / "cmdline").read_bytes()
         except OSError:
@@ -52,24 +39,10 @@ def _env_workers(pid: int) -> list[int]:
     return sorted(out)
 
 
-def _runs(db: Path):
-    client = mlflow.MlflowClient(f"sqlite:///{db}")
-    return client.search_runs([client.get_experiment_by_name("ngac").experiment_id])
-
-
 def test_a_dead_env_worker_stops_the_run_in_one_line_failed_with_its_checkpoint(tmp_path):
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ngac.cli", "train", *ARGS, "trainer.total_frames=10000000",
-         f"logger.tracking_uri=sqlite:///{tmp_path}/m.db", f"out_dir={tmp_path}/run"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = train_until_checkpoint(tmp_path, "ngac.cli", *ARGS, "trainer.total_frames=10000000")
     try:
-        t0 = time.time()
-        while not ckpt.exists():
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.time() - t0 < 180, "no checkpoint in time"
-            time.sleep(0.1)
         workers = _env_workers(proc.pid)
         assert len(workers) == 2, workers
         os.kill(workers[1], signal.SIGKILL)
@@ -82,7 +55,7 @@ def test_a_dead_env_worker_stops_the_run_in_one_line_failed_with_its_checkpoint(
     assert len(lines) == 1 and "worker" in lines[0] and "died" in lines[0], err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     assert torch.load(ckpt, weights_only=False)["ngac"]["frames"] >= 64  # the last checkpoint is kept
-    runs = _runs(tmp_path / "m.db")
+    runs = runs_in(tmp_path / "m.db")
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     time.sleep(1)
     assert not [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in _state(w)], "orphaned workers"
@@ -106,7 +79,7 @@ def test_two_workers_finish_one_run_like_one_worker(tmp_path):
             cwd=tmp_path, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert out.returncode == 0, out.stderr[-3000:]
-        runs = _runs(tmp_path / f"w{workers}.db")
+        runs = runs_in(tmp_path / f"w{workers}.db")
         assert len(runs) == 1 and runs[0].info.status == "FINISHED"
         finals.append(torch.load(tmp_path / f"w{workers}" / "checkpoints" / "last.ckpt", weights_only=False))
     for key, value in finals[0]["state_dict"].items():
