@@ -53,21 +53,20 @@ class RolloutStream:
         after_update: Callable[[], None] | None = None,
         parallel: bool = False,
         all_ranks: Callable[[bool], bool] | None = None,
-        any_rank: Callable[[bool], bool] | None = None,
     ) -> None:
         self.collector, self.frames, self.add_frames = collector, frames, add_frames
         self.total_frames, self.task, self.max_bad = total_frames, task, max_bad
         self.after_update = after_update
         self.parallel = parallel
-        # Under trainer.devices=N every rank must take the same decisions (or the collectives hang).
+        # Under trainer.devices=N every rank must drop the same batches (or the collectives hang);
+        # stopping is agreed by FrameCheckpoint, which calls request_stop on every rank together.
         self.all_ranks = all_ranks or (lambda ok: ok)
-        self.any_rank = any_rank or (lambda flag: flag)
         self.bad = 0
         self.stop_requested = False
 
     def __iter__(self) -> Iterator[TensorDictBase]:
         it = iter(self.collector)
-        while self.frames() < self.total_frames and not self.any_rank(self.stop_requested):
+        while self.frames() < self.total_frames and not self.stop_requested:
             try:
                 batch = next(it)
             except RuntimeError as exc:
@@ -176,7 +175,6 @@ class RolloutData(L.LightningDataModule):
             after_update=refresh if copied else None,
             parallel=is_parallel(self.env),
             all_ranks=(lambda ok: strategy.reduce_boolean_decision(ok, all=True)) if world > 1 else None,
-            any_rank=(lambda flag: strategy.reduce_boolean_decision(flag, all=False)) if world > 1 else None,
         )
         return self.stream
 

@@ -137,9 +137,8 @@ class VectorParts:
         return list(_worker_call(lambda: self.penv.ngac_snapshot()))
 
     def restore(self, parts: list[dict[str, Any]]) -> None:
-        """Load :meth:`snapshot`'s output; the next full reset of every part is a "resume"."""
-        if len(parts) != self.workers:
-            raise ValueError(f"load_env_state: snapshot has {len(parts)} worker(s), env has {self.workers}")
+        """Load :meth:`snapshot`'s output (one part per worker, as :func:`load_env_state` checks);
+        the next full reset of every part is a "resume"."""
         if self.penv is None:
             self.local.ngac_restore(parts)
         else:

@@ -176,7 +176,9 @@ class TrainingRun:
     def _fit(self, trainer: L.Trainer) -> None:
         # weights_only=False: the checkpoint holds numpy RNG and simulator state; read_checkpoint
         # has already checked that it is an ngac checkpoint of this run.
-        fit = lambda: trainer.fit(self.model, datamodule=self.data, ckpt_path=self.resume_from, weights_only=False)  # noqa: E731
+        def fit() -> None:
+            trainer.fit(self.model, datamodule=self.data, ckpt_path=self.resume_from, weights_only=False)
+
         if self.cfg.trainer.devices == 1 or externally_launched():
             fit()
             return
