@@ -53,6 +53,7 @@ class RunData:
     curve_key: str | None  # RETURN_KEY, EVAL_KEY (no training episode finished) or None
     final_return: float  # the last eval/episode_return
     best_return: float  # the highest eval/episode_return (a policy that oscillates: best >> final)
+    evals: Curve = field(default_factory=lambda: Curve(np.array([]), np.array([]), np.array([])))
     direction_ms: list[float] = field(default_factory=list)
     update_ms: list[float] = field(default_factory=list)
     sps: list[float] = field(default_factory=list)
@@ -135,6 +136,7 @@ def read_run(client: MlflowClient, run: Run, group_by: str) -> RunData:
         curve_key=curve_key,
         final_return=float(evals[-1].value) if evals else math.nan,
         best_return=max(m.value for m in evals) if evals else math.nan,
+        evals=to_curve(evals, start),
         direction_ms=direction_ms,
         update_ms=update_ms,
         sps=values(SPS_KEY),

@@ -12,7 +12,9 @@ taken as seeds. Runs of different environments never share a group, a curve or a
   grid, the mean return over training (exact for piecewise-linear curves on that grid).
 * Final return: the last ``eval/episode_return`` of each run, mean and std over seeds; best
   return: each run's highest ``eval/episode_return``, mean and std over seeds. A wide gap between
-  the two says the policy fell back from where it was.
+  the two says the policy fell back from where it was. Max of the mean evaluation: the highest
+  across-seed mean ``eval/episode_return`` over the frames every run evaluated at (Tianshou's
+  published metric, "max over training of the seed mean").
 * Timings: the medians of every logged value of the group pooled; wall time: mean over runs.
 * ``cos_to_natural``: each run's mean over the updates where it was measured, then mean over seeds.
 """
@@ -37,6 +39,7 @@ CSV_COLUMNS = [
     "final_return_std",
     "best_return_mean",
     "best_return_std",
+    "max_mean_eval",
     "auc",
     "direction_ms_median",
     "update_ms_median",
@@ -100,6 +103,15 @@ def nan_stat(values: Sequence[float], fn: Callable[[list[float]], Any]) -> float
     return float(fn(vals)) if vals else math.nan
 
 
+def max_mean_eval(runs: Sequence[RunData]) -> float:
+    """The highest across-seed mean evaluation over the frames at which every run evaluated; nan if none."""
+    common = set.intersection(*(set(r.evals.frames.tolist()) for r in runs)) if runs else set()
+    if not common:
+        return math.nan
+    means = [np.mean([r.evals.values[np.searchsorted(r.evals.frames, f)] for r in runs]) for f in common]
+    return float(max(means))
+
+
 def group_sort_key(label: str) -> tuple[int, float, str]:
     """Numeric parameter values in numeric order, then the rest alphabetically."""
     value = label.split("=", 1)[1] if "=" in label else label
@@ -142,6 +154,7 @@ def summarise(runs: list[RunData]) -> list[Group]:
             "final_return_std": nan_stat(finals, np.std),
             "best_return_mean": nan_stat([r.best_return for r in rs], np.mean),
             "best_return_std": nan_stat([r.best_return for r in rs], np.std),
+            "max_mean_eval": max_mean_eval(rs),
             "auc": area_under_curve(returns.grid, returns.mean),
             "direction_ms_median": nan_stat([v for r in rs for v in r.direction_ms], np.median),
             "update_ms_median": nan_stat([v for r in rs for v in r.update_ms], np.median),

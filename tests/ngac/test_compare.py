@@ -124,10 +124,12 @@ def store(tmp_path_factory):
     make_run(client, old, tags={"algo": "new", "agent": "nac", "env": "X"}, evals={0: 1.0},
              series={"curvature/direction_ms": {0: 2.0}, "perf/update_ms": {0: 7.0}, "curvature/update_ms": {0: 99.0}})  # fmt: skip
     # Experiment "fallback": the policy peaks and falls back (Hopper's oscillation): seed s evaluates
-    # 100 + s at 1000 frames, then 10 + s at 2000: final 10.5 +- 0.5, best 100.5 +- 0.5.
+    # 100 + 40 s at 1000 frames, then 10 + s at 2000, and seed 1 also 200 at 1500 frames (which seed 0
+    # never evaluated at): final 10.5 +- 0.5, best 150 +- 50, max of the mean 120 (at 1000 frames).
     fallback = create_experiment("fallback")
     for s in (0, 1):
-        make_run(client, fallback, tags={"algo": "sm", "env": "Hopper-v5"}, evals={1000: 100.0 + s, 2000: 10.0 + s})
+        evals = {1000: 100.0 + 40 * s, 2000: 10.0 + s} | ({1500: 200.0} if s else {})
+        make_run(client, fallback, tags={"algo": "sm", "env": "Hopper-v5"}, evals=evals)
     targets = create_experiment("targets")
     return {"uri": uri, "client": client, "parent": parent, "targets": targets, "create_experiment": create_experiment}
 
@@ -181,8 +183,9 @@ def test_best_evaluation_beside_the_final_one(store, tmp_path):
     result = compare_runs(store["uri"], "fallback", tmp_path)
     (row,) = result["rows"]
     assert (row["final_return_mean"], row["final_return_std"]) == pytest.approx((10.5, 0.5))
-    assert (row["best_return_mean"], row["best_return_std"]) == pytest.approx((100.5, 0.5))
-    assert "| 10.50 ± 0.50 | 100.50 ± 0.50 |" in result["markdown"].read_text()
+    assert (row["best_return_mean"], row["best_return_std"]) == pytest.approx((150.0, 50.0))
+    assert row["max_mean_eval"] == pytest.approx(120.0)
+    assert "| 10.50 ± 0.50 | 150.00 ± 50.00 |" in result["markdown"].read_text()
 
 
 def test_group_by_param(store, tmp_path):
