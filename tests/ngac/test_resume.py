@@ -77,7 +77,9 @@ def _last_per_step(client, run_id, key):
     return out
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["workers1", "workers2"])
+# workers2 end to end is slow-marked (CI time): tests/envs/test_parallel.py checks the two-worker
+# snapshot/restore bitwise, and workers1 here the whole kill -9 path.
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["workers1", "workers2"])
 def test_kill9_then_resume_matches_uninterrupted_run_bitwise(tmp_path, workers):
     """With ``env.workers=2`` the killed-and-resumed run must also match the one-process straight
     run: the worker count changes where the simulators step, not what they compute."""
