@@ -52,13 +52,17 @@ class RunData:
     curve: Curve  # the return curve
     curve_key: str | None  # RETURN_KEY, EVAL_KEY (no training episode finished) or None
     final_return: float  # the last eval/episode_return
-    best_return: float  # the highest eval/episode_return (a policy that oscillates: best >> final)
-    evals: Curve = field(default_factory=lambda: Curve(np.array([]), np.array([]), np.array([])))
+    evals: Curve  # eval/episode_return against frames
     direction_ms: list[float] = field(default_factory=list)
     update_ms: list[float] = field(default_factory=list)
     sps: list[float] = field(default_factory=list)
     wall_time_s: float = math.nan
     diagnostics: dict[str, Curve] = field(default_factory=dict)  # COS_KEYS present in the run
+
+    @property
+    def best_return(self) -> float:
+        """The highest eval/episode_return (a policy that falls back: best >> final); nan if none."""
+        return float(self.evals.values.max()) if len(self.evals) else math.nan
 
 
 def group_of(run: Run, group_by: str) -> str:
@@ -135,7 +139,6 @@ def read_run(client: MlflowClient, run: Run, group_by: str) -> RunData:
         curve=curve,
         curve_key=curve_key,
         final_return=float(evals[-1].value) if evals else math.nan,
-        best_return=max(m.value for m in evals) if evals else math.nan,
         evals=to_curve(evals, start),
         direction_ms=direction_ms,
         update_ms=update_ms,

@@ -105,11 +105,9 @@ def nan_stat(values: Sequence[float], fn: Callable[[list[float]], Any]) -> float
 
 def max_mean_eval(runs: Sequence[RunData]) -> float:
     """The highest across-seed mean evaluation over the frames at which every run evaluated; nan if none."""
-    common = set.intersection(*(set(r.evals.frames.tolist()) for r in runs)) if runs else set()
-    if not common:
-        return math.nan
-    means = [np.mean([r.evals.values[np.searchsorted(r.evals.frames, f)] for r in runs]) for f in common]
-    return float(max(means))
+    evals = [dict(zip(r.evals.frames.tolist(), r.evals.values.tolist())) for r in runs]
+    common = set.intersection(*map(set, evals)) if evals else set()
+    return max(float(np.mean([e[f] for e in evals])) for f in common) if common else math.nan
 
 
 def group_sort_key(label: str) -> tuple[int, float, str]:

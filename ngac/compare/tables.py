@@ -35,7 +35,7 @@ def markdown_tables(groups: list[Group], group_header: str = "group") -> str:
             rule += "---:|---:|"
         lines = [f"## {env}", "", head, rule]
         for r in rows:
-            final, best = (_mean_std(r, "final_return"), _mean_std(r, "best_return"))
+            final, best = _mean_std(r, "final_return"), _mean_std(r, "best_return")
             line = (
                 f"| {r['group']} | {r['n']} | {r['budget_frames'] or '–'} | {final} | {best} | {fmt(r['auc'])} "
                 f"| {fmt(r['direction_ms_median'], 3)} | {fmt(r['update_ms_median'], 3)} | {fmt(r['sps_median'], 0)} "
