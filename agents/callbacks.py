@@ -9,6 +9,7 @@ environment frames needs its own trigger; the checkpoint itself is Lightning's
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from pathlib import Path
@@ -64,13 +65,25 @@ def _next_multiple(frames: int, every: int) -> int:
 
 
 class PeriodicEvaluation(L.Callback):
-    """Deterministic evaluation episodes every ``every_frames`` and once at the end of training."""
+    """Deterministic evaluation episodes every ``every_frames`` and once at the end of training.
+
+    It also logs the best evaluation so far (``eval/best_episode_return``): on tasks whose
+    deterministic return is bimodal (Hopper falls or runs the full episode) the final evaluation
+    alone is a noisy statistic. The best is part of the checkpoint, so a resumed run keeps it.
+    """
 
     def __init__(self, env_cfg: Any, *, every_frames: int, episodes: int, seed: int, total_frames: int, stop: StopFlag):
         self.env_cfg, self.every, self.episodes, self.seed = env_cfg, every_frames, episodes, seed
         self.total, self.stop = total_frames, stop
         self.next_eval = every_frames
         self.final: dict[str, float] = {}
+        self.best = float("-inf")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = float(state_dict.get("best", float("-inf")))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.next_eval = _next_multiple(pl_module.frames, self.every)
@@ -78,12 +91,17 @@ class PeriodicEvaluation(L.Callback):
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         t0 = time.perf_counter()
         result = evaluate(pl_module.actor, self.env_cfg, trainer.datamodule.env, episodes=self.episodes, seed=self.seed)
-        return {
+        row = {
             M.EVAL_RETURN: result["mean_return"],
             M.EVAL_RETURN_STD: result["std_return"],
             M.EVAL_LENGTH: result["mean_length"],
             M.EVAL_SECONDS: time.perf_counter() - t0,
         }
+        if math.isfinite(result["mean_return"]):
+            self.best = max(self.best, result["mean_return"])
+        if math.isfinite(self.best):
+            row[M.EVAL_BEST] = self.best
+        return row
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         f = pl_module.frames

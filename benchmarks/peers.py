@@ -164,7 +164,7 @@ def run_ngac(algo: str, task: str, frames: int, seed: int, episodes: int, out_di
     run_id = next((ln.rsplit("/", 1)[1] for ln in text.splitlines() if ln.startswith("MLflow run: ")), None)
     if out.returncode or done is None or run_id is None:
         raise RuntimeError(f"ngac {algo} on {task} seed {seed} failed (exit {out.returncode}): {text[-2000:]}")
-    eval_return = float(done.split("eval return ")[1].split(";")[0])
+    eval_return = float(done.split("eval return ")[1].split()[0].rstrip(";"))  # "eval return X (best Y); ..."
     return Run(task, f"ngac-{algo}", seed, frames, eval_return, wall, ngac_steady_sps(uri, run_id, frames))
 
 

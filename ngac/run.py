@@ -229,7 +229,8 @@ class TrainingRun:
                     self.run_logger.log_artifact(path, "checkpoints")
                 outcome.status = "FINISHED"
                 ret = outcome.final.get("eval/episode_return", float("nan"))
-                print(f"done: {self.model.frames} frames, eval return {ret:.2f}; checkpoint {path}")
+                best = outcome.final.get("eval/best_episode_return", float("nan"))
+                print(f"done: {self.model.frames} frames, eval return {ret:.2f} (best {best:.2f}); checkpoint {path}")
                 for line in ui_links(self.tracking_uri, self.run_logger.experiment_id, self.mlflow_run_id):
                     print(line)
         except KeyboardInterrupt:

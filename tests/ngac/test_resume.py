@@ -112,10 +112,20 @@ def test_kill9_then_resume_matches_uninterrupted_run_bitwise(tmp_path, workers):
         twice = sorted({s for s in steps if steps.count(s) > 1})
         assert not twice, f"{key}: steps {twice} logged twice (killed at {killed_at})"
     ca, ra = _run(tmp_path / "straight.db")
-    for key in ("charts/episode_return", "losses/value_loss", "curvature/direction_norm", "eval/episode_return"):
+    for key in (
+        "charts/episode_return",
+        "losses/value_loss",
+        "curvature/direction_norm",
+        "eval/episode_return",
+        "eval/best_episode_return",  # kept in the checkpoint
+    ):
         want = _last_per_step(ca, ra[0].info.run_id, key)
         got = _last_per_step(client, run_id, key)
         assert want and got == want, key
+    # The last checkpoint is written at the final batch, before the final evaluation.
+    evals = _last_per_step(ca, ra[0].info.run_id, "eval/episode_return")
+    best = [v for k, v in b["callbacks"].items() if k.startswith("PeriodicEvaluation")]
+    assert best == [{"best": max(v for step, v in evals.items() if step < 1280)}], (best, evals)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
