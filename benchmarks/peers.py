@@ -164,17 +164,19 @@ def run_ngac(algo: str, task: str, frames: int, seed: int, episodes: int, out_di
     run_id = next((ln.rsplit("/", 1)[1] for ln in text.splitlines() if ln.startswith("MLflow run: ")), None)
     if out.returncode or done is None or run_id is None:
         raise RuntimeError(f"ngac {algo} on {task} seed {seed} failed (exit {out.returncode}): {text[-2000:]}")
-    eval_return = float(done.split("eval return ")[1].split()[0].rstrip(";"))  # "eval return X (best Y); ..."
-    return Run(task, f"ngac-{algo}", seed, frames, eval_return, wall, ngac_steady_sps(uri, run_id, frames))
+    eval_return, sps = ngac_results(uri, run_id, frames)
+    return Run(task, f"ngac-{algo}", seed, frames, eval_return, wall, sps)
 
 
-def ngac_steady_sps(uri: str, run_id: str, frames: int) -> float:
-    """Steady-state steps/s from the timestamps of the run's ``charts/frames`` rows in MLflow."""
+def ngac_results(uri: str, run_id: str, frames: int) -> tuple[float, float]:
+    """From the run's MLflow rows: the final ``eval/episode_return`` and the steady-state steps/s
+    (from the timestamps of its ``charts/frames`` rows)."""
     from mlflow.tracking import MlflowClient
 
-    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, "charts/frames")
-    marks = sorted((int(m.value), m.timestamp / 1000.0) for m in history)
-    return steady_sps(marks, frames) if len(marks) > 1 else float("nan")
+    client = MlflowClient(tracking_uri=uri)
+    eval_return = client.get_run(run_id).data.metrics["eval/episode_return"]  # the latest row: the final one
+    marks = sorted((int(m.value), m.timestamp / 1000.0) for m in client.get_metric_history(run_id, "charts/frames"))
+    return eval_return, steady_sps(marks, frames) if len(marks) > 1 else float("nan")
 
 
 # ----------------------------------------------------------------------------- tables

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import ngac
 from ngac.agents import AGENTS, OnPolicyAgent
+from ngac.agents import metrics as M
 from ngac.agents.callbacks import FrameCheckpoint, PeriodicEvaluation, StopFlag
 from ngac.agents.data import RolloutData
 from ngac.agents.progress import FramesProgressBar
@@ -228,8 +229,8 @@ class TrainingRun:
                 if self.cfg.logger.log_checkpoint:
                     self.run_logger.log_artifact(path, "checkpoints")
                 outcome.status = "FINISHED"
-                ret = outcome.final.get("eval/episode_return", float("nan"))
-                best = outcome.final.get("eval/best_episode_return", float("nan"))
+                ret = outcome.final.get(M.EVAL_RETURN, float("nan"))
+                best = outcome.final.get(M.EVAL_BEST, float("nan"))
                 print(f"done: {self.model.frames} frames, eval return {ret:.2f} (best {best:.2f}); checkpoint {path}")
                 for line in ui_links(self.tracking_uri, self.run_logger.experiment_id, self.mlflow_run_id):
                     print(line)

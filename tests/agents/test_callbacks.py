@@ -11,6 +11,12 @@ from ngac.agents import callbacks
 from ngac.agents import metrics as M
 
 
+def _callback() -> callbacks.PeriodicEvaluation:
+    return callbacks.PeriodicEvaluation(
+        None, every_frames=10, episodes=2, seed=0, total_frames=100, stop=callbacks.StopFlag()
+    )
+
+
 @pytest.fixture
 def evaluation(monkeypatch):
     returns = iter([100.0, 250.0, float("nan"), 120.0])
@@ -19,9 +25,7 @@ def evaluation(monkeypatch):
         return {"mean_return": next(returns), "std_return": 0.0, "mean_length": 10.0, "episodes": episodes}
 
     monkeypatch.setattr(callbacks, "evaluate", fake_evaluate)
-    cb = callbacks.PeriodicEvaluation(
-        None, every_frames=10, episodes=2, seed=0, total_frames=100, stop=callbacks.StopFlag()
-    )
+    cb = _callback()
     trainer = SimpleNamespace(datamodule=SimpleNamespace(env=None))
     return cb, trainer, SimpleNamespace(actor=None)
 
@@ -45,9 +49,7 @@ def test_the_best_survives_a_state_dict_round_trip(evaluation):
     cb, trainer, module = evaluation
     cb.run(trainer, module)
     cb.run(trainer, module)
-    resumed = callbacks.PeriodicEvaluation(
-        None, every_frames=10, episodes=2, seed=0, total_frames=100, stop=callbacks.StopFlag()
-    )
+    resumed = _callback()
     resumed.load_state_dict(cb.state_dict())
     assert resumed.best == 250.0
     resumed.load_state_dict({})  # a checkpoint written before the best was kept
