@@ -10,6 +10,7 @@ import warnings
 import hydra
 from omegaconf import DictConfig
 
+from ngac.agents import metrics as M
 from ngac.envs.parallel import EnvWorkerError
 
 from .ddp import RankError
@@ -49,4 +50,4 @@ def hydra_main(cfg: DictConfig) -> float | None:
         print(f"stopped by signal {outcome.signal}: checkpoint {run.ckpt_dir / 'last.ckpt'}", file=sys.stderr)
     if outcome.exit_code:
         sys.exit(outcome.exit_code)
-    return outcome.final.get("eval/episode_return")
+    return outcome.final.get(M.EVAL_RETURN)  # the job's return value: what a Hydra sweeper (e.g. optuna) optimises
