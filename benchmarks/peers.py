@@ -75,46 +75,64 @@ def steady_sps(marks: list[tuple[int, float]], frames: int) -> float:
 
 
 # ----------------------------------------------------------------------------- SB3 (worker side)
-def sb3_worker(algo: str, task: str, frames: int, seed: int, episodes: int) -> dict[str, float]:
-    """Train one SB3 / sb3-contrib model with its defaults and VecNormalize, then evaluate it."""
+SB3_ENVS = {"a2c": 8, "ppo": 1, "trpo": 1}  # each algorithm's documented default number of environments
+
+
+def sb3_model(algo: str, task: str, seed: int, vec_env: str = "dummy"):
+    """An SB3 / sb3-contrib model with the library's defaults on ``VecNormalize(make_vec_env(task))``,
+    ``SB3_ENVS[algo]`` environments in a ``DummyVecEnv`` (or ``SubprocVecEnv`` with ``vec_env="subproc"``)."""
     import torch
     from stable_baselines3 import A2C, PPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
     torch.set_num_threads(1)  # as ngac's trainer.num_threads default
-    marks: list[tuple[int, float]] = []
+    if algo == "trpo":
+        from sb3_contrib import TRPO
+
+        cls = TRPO
+    else:
+        cls = {"a2c": A2C, "ppo": PPO}[algo]
+    vec_cls = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}[vec_env]
+    env = VecNormalize(make_vec_env(task, n_envs=SB3_ENVS[algo], seed=seed, vec_env_cls=vec_cls))
+    return cls("MlpPolicy", env, seed=seed, device="cpu")
+
+
+def learn_marked(model, frames: int, clock=time.perf_counter) -> list[tuple[int, float]]:
+    """``model.learn(frames)``, returning (frames, ``clock()``) marks: at the start, after every rollout
+    (its update included) and at the end."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    marks = [(0, clock())]
 
     class Marks(BaseCallback):
         def _on_rollout_end(self) -> None:
-            marks.append((self.num_timesteps, time.perf_counter()))
+            marks.append((self.num_timesteps, clock()))
 
         def _on_step(self) -> bool:
             return True
 
-    if algo == "trpo":
-        from sb3_contrib import TRPO
-
-        cls, n_envs = TRPO, 1
-    else:
-        cls, n_envs = {"a2c": (A2C, 8), "ppo": (PPO, 1)}[algo]
-    env = VecNormalize(make_vec_env(task, n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv))
-    model = cls("MlpPolicy", env, seed=seed, device="cpu")
-    start = time.perf_counter()
-    marks.append((0, start))
     model.learn(total_timesteps=frames, callback=Marks())
-    end_frames = model.num_timesteps
-    marks.append((end_frames, time.perf_counter()))
+    marks.append((model.num_timesteps, clock()))
+    return marks
+
+
+def sb3_worker(algo: str, task: str, frames: int, seed: int, episodes: int) -> dict[str, float]:
+    """Train one SB3 / sb3-contrib model with its defaults and VecNormalize, then evaluate it."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    model = sb3_model(algo, task, seed)
+    marks = learn_marked(model, frames)
     eval_env = VecNormalize(
         make_vec_env(task, n_envs=1, seed=seed + 10_000, vec_env_cls=DummyVecEnv), training=False, norm_reward=False
     )
-    eval_env.obs_rms = env.obs_rms.copy()
+    eval_env.obs_rms = model.get_env().obs_rms.copy()
     returns, _ = evaluate_policy(
         model, eval_env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True
     )
-    return {"eval_return": float(statistics.fmean(returns)), "steady_sps": steady_sps(marks, end_frames)}
+    return {"eval_return": float(statistics.fmean(returns)), "steady_sps": steady_sps(marks, model.num_timesteps)}
 
 
 # ----------------------------------------------------------------------------- runners (parent side)

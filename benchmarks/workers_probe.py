@@ -134,30 +134,13 @@ def raw(n: int, seconds: float) -> dict:
 
 
 def sb3(vec: str, frames: int, seed: int) -> dict:
-    """SB3 A2C with its defaults (8 envs, n_steps 5) in VecNormalize, as benchmarks/peers.py runs it."""
-    import torch
-    from stable_baselines3 import A2C
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+    """SB3 A2C with its defaults (8 envs, n_steps 5) in VecNormalize, as benchmarks/peers.py runs it;
+    marks in epoch seconds, the Monitor's clock."""
+    from peers import learn_marked, sb3_model
 
-    torch.set_num_threads(1)
-    marks: list[tuple[int, float]] = []
-
-    class Marks(BaseCallback):
-        def _on_rollout_end(self) -> None:
-            marks.append((self.num_timesteps, time.time()))
-
-        def _on_step(self) -> bool:
-            return True
-
-    cls = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}[vec]
-    env = VecNormalize(make_vec_env("HalfCheetah-v5", n_envs=8, seed=seed, vec_env_cls=cls))
-    model = A2C("MlpPolicy", env, seed=seed, device="cpu")
-    marks.append((0, time.time()))
-    model.learn(total_timesteps=frames, callback=Marks())
-    marks.append((model.num_timesteps, time.time()))
-    env.close()
+    model = sb3_model("a2c", "HalfCheetah-v5", seed, vec_env=vec)
+    marks = learn_marked(model, frames, clock=time.time)
+    model.get_env().close()
     return {"frames": model.num_timesteps, "marks": marks}
 
 
