@@ -183,6 +183,9 @@ class OnPolicyAgent(L.LightningModule):
         flat = batch.reshape(-1)
         target = flat["value_target"].squeeze(-1)
         adv = flat["advantage"].squeeze(-1)
+        # The critic as GAE used it (before this batch's critic update), as CleanRL and SB3 report it:
+        # after the update the critic has fitted these very targets, which says little about the advantages.
+        metrics[M.EXPLAINED_VARIANCE] = explained_variance(flat["state_value"].squeeze(-1), target)
         if self.cfg["normalize_advantages"]:
             adv = normalize_advantages(adv, self.all_mean if self.world > 1 else None, self.world)
         advantaged = time.perf_counter()

@@ -53,7 +53,10 @@ METRICS: dict[str, tuple[str, str]] = {
     FRAMES: ("frames", "environment frames so far"),
     SKIPPED_UPDATES: ("count", "updates refused because something was non-finite, so far"),
     VALUE_LOSS: ("loss", "critic MSE to the GAE value targets (mean over minibatches)"),
-    EXPLAINED_VARIANCE: ("ratio", "1 - Var(target - value) / Var(target) after the critic update"),
+    EXPLAINED_VARIANCE: (
+        "ratio",
+        "1 - Var(target - value) / Var(target), value = the critic as GAE used it, before its update",
+    ),
     APPROX_KL: ("nats", "mean KL(old policy || new policy) on the batch after the step"),
     ENTROPY: ("nats", "mean policy entropy on the batch before the step"),
     SURROGATE_GAIN: ("advantage", "measured improvement of the importance-weighted surrogate by the step"),

@@ -21,7 +21,7 @@ from torch import Tensor
 from ngac.curvature import PolicyBatch, as_schedule, build_curvature
 
 from . import metrics as M
-from .base import OnPolicyAgent, explained_variance
+from .base import OnPolicyAgent
 from .networks import mean_kl
 from .step_rules import take_step
 
@@ -73,11 +73,8 @@ class NaturalGradientAgent(OnPolicyAgent):
                 self.manual_backward(loss)
                 opt.step()
                 losses.append(loss_value)
-        with torch.no_grad():
-            pred = value_net(obs).squeeze(-1)
         return {
             M.VALUE_LOSS: sum(losses) / len(losses) if losses else float("nan"),
-            M.EXPLAINED_VARIANCE: explained_variance(pred, target),
             M.CRITIC_MS: (time.perf_counter() - start) * 1e3,
         }
 

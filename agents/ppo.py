@@ -14,7 +14,7 @@ from torch import Tensor
 from torchrl.objectives import ClipPPOLoss
 
 from . import metrics as M
-from .base import OnPolicyAgent, explained_variance
+from .base import OnPolicyAgent
 
 
 class PPOAgent(OnPolicyAgent):
@@ -60,7 +60,6 @@ class PPOAgent(OnPolicyAgent):
         self.skipped_updates += int(skipped > 0)
         obs_td = flat.select("observation")
         with torch.no_grad():
-            pred = self.critic(obs_td.clone(False))["state_value"].squeeze(-1)
             entropy = float(self.actor.get_dist(obs_td.clone(False)).entropy().mean())
 
         def mean(xs: list[float]) -> float:
@@ -72,5 +71,4 @@ class PPOAgent(OnPolicyAgent):
             M.APPROX_KL: mean(sums["kl_approx"]),
             M.CLIPFRAC: mean(sums["clip_fraction"]),
             M.ENTROPY: entropy,
-            M.EXPLAINED_VARIANCE: explained_variance(pred, target),
         }

@@ -61,3 +61,51 @@ def test_readme_lists_every_metric_with_its_unit():
     missing = [name for name in M.METRICS if f"`{name}`" not in readme]
     assert not missing, f"README metric table lacks {missing}; paste ngac.agents.metrics.markdown_table()"
     assert all(unit for unit, _ in M.METRICS.values())
+
+
+def test_explained_variance_is_the_critic_gae_used_not_the_refitted_one():
+    """losses/explained_variance scores the values GAE read (before the critic update), as CleanRL and SB3 do:
+    a critic refitted to these very targets would score its own fit."""
+    from tensordict import TensorDict
+    from torchrl.objectives.value import GAE
+
+    from ngac.agents.base import explained_variance
+
+    torch.manual_seed(0)
+    agent = NaturalGradientAgent(AGENT_CFG, {"name": "identity"}, 3, 2, "continuous")
+    n, t = 4, 8
+    done = torch.zeros(n, t, 1, dtype=torch.bool)
+    batch = TensorDict(
+        {
+            "observation": torch.randn(n, t, 3),
+            "action": torch.randn(n, t, 2),
+            "next": {
+                "observation": torch.randn(n, t, 3),
+                "reward": torch.randn(n, t, 1),
+                "done": done,
+                "terminated": done.clone(),
+                "episode_return": torch.zeros(n, t, 1),
+                "episode_length": torch.zeros(n, t, 1, dtype=torch.long),
+            },
+        },
+        batch_size=[n, t],
+    )
+    reference = batch.clone()
+    with torch.no_grad():
+        GAE(gamma=0.99, lmbda=0.95, value_network=agent.critic)(reference)
+    flat = reference.reshape(-1)
+    before = explained_variance(flat["state_value"].squeeze(-1), flat["value_target"].squeeze(-1))
+
+    def refit(flat_batch, adv, target):  # stands in for the critic update: a different critic afterwards
+        with torch.no_grad():
+            for p in agent.critic.parameters():
+                p.add_(1.0)
+        return {}
+
+    agent.optimise = refit
+    agent.training_step(iter([(batch, 0, 0)]))
+    with torch.no_grad():
+        after = explained_variance(agent.critic(flat.select("observation"))["state_value"].squeeze(-1),
+                                   flat["value_target"].squeeze(-1))  # fmt: skip
+    assert agent.last_metrics[M.EXPLAINED_VARIANCE] == before
+    assert abs(after - before) > 1e-3
