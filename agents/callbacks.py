@@ -1,6 +1,6 @@
 """Lightning callbacks: evaluation, checkpoints and stopping on a signal, all counted in frames.
 
-Lightning's ``ModelCheckpoint`` triggers on ``global_step``, which counts optimizer steps: 20
+Lightning's ``ModelCheckpoint`` triggers on ``global_step``, which counts optimizer steps: 160
 critic steps per update for the natural-gradient agent, 320 for PPO at the defaults. A budget in
 environment frames needs its own trigger; the checkpoint itself is Lightning's
 (``trainer.save_checkpoint``: module, optimiser, loops, callbacks, data module, and the module's
