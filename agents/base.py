@@ -141,6 +141,13 @@ class OnPolicyAgent(L.LightningModule):
             return t
         return self.trainer.strategy.reduce(t.detach().clone(), reduce_op="mean")
 
+    def all_gather(self, t: Tensor) -> Tensor:
+        """``t`` from every data-parallel rank, concatenated along dim 0 in rank order (``t`` in one process)."""
+        if self.world == 1:
+            return t
+        gathered = self.trainer.strategy.all_gather(t.detach().contiguous())  # [world, *t.shape]
+        return gathered.reshape(-1, *t.shape[1:])
+
     def all_ranks(self, decision: bool) -> bool:
         """True only if every rank decided True: ranks must skip or apply a step together."""
         return decision if self.world == 1 else self.trainer.strategy.reduce_boolean_decision(decision, all=True)

@@ -42,6 +42,7 @@ UPDATE_MS = "perf/update_ms"
 EVAL_RETURN = "eval/episode_return"
 EVAL_RETURN_STD = "eval/episode_return_std"
 EVAL_BEST = "eval/best_episode_return"
+EVAL_EPISODES = "eval/episodes"
 EVAL_LENGTH = "eval/episode_length"
 EVAL_SECONDS = "eval/seconds"
 
@@ -78,6 +79,7 @@ METRICS: dict[str, tuple[str, str]] = {
     UPDATE_MS: ("ms", "the whole optimisation of the batch: critic and actor (PPO: all its epochs)"),
     EVAL_RETURN: ("return", "mean return of the deterministic evaluation episodes"),
     EVAL_RETURN_STD: ("return", "their standard deviation"),
+    EVAL_EPISODES: ("count", "episodes in this evaluation (the standard error is std / sqrt(episodes))"),
     EVAL_BEST: ("return", "the highest eval/episode_return of the run so far (kept across resume)"),
     EVAL_LENGTH: ("steps", "their mean length"),
     EVAL_SECONDS: ("s", "wall-clock of the evaluation"),

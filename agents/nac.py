@@ -96,7 +96,10 @@ class NaturalGradientAgent(OnPolicyAgent):
         # Data parallel: every batch statistic (the backend's, the step rule's KL and surrogate) is
         # the mean over the ranks, so every rank computes the same direction and step.
         all_mean = self.all_mean if self.world > 1 else None
-        direction = self.curvature.direction(PolicyBatch(actor, log_prob_fn, adv, kl_fn, all_mean=all_mean))
+        all_gather = self.all_gather if self.world > 1 else None
+        direction = self.curvature.direction(
+            PolicyBatch(actor, log_prob_fn, adv, kl_fn, all_mean=all_mean, all_gather=all_gather)
+        )
         if all_mean is not None:
             kl_local, surrogate_local = kl_fn, surrogate_fn
             kl_fn = lambda: all_mean(kl_local())  # noqa: E731

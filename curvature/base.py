@@ -55,6 +55,9 @@ class PolicyBatch:
     all_mean: Callable[[Tensor], Tensor] | None = None
     """Average this tensor across data-parallel ranks (``None``: a single process). Every batch
     statistic a backend uses goes through it; per-rank batches must have equal sizes."""
+    all_gather: Callable[[Tensor], Tensor] | None = None
+    """Concatenate this per-sample tensor (first dimension ``B``) over the data-parallel ranks, in rank
+    order (``None``: a single process). For backends that need every rank's samples, e.g. a ``B x B`` Gram."""
 
     def __post_init__(self) -> None:
         if self.params is None:
