@@ -330,6 +330,43 @@ class Scores:
             local = [chunk.view_as(f) for chunk, f in zip(flat.split([f.numel() for f in local]), local)]
         return list(zip(local[0::2], local[1::2]))
 
+    def sample_gram(self) -> Tensor:
+        r"""The ``B x B`` Gram of the per-sample scores, :math:`K_{ij} = s_i \cdot s_j` (local), without ``S``:
+
+        .. math:: K = \sum_\text{layers} (a a^T) \odot (\delta \delta^T),
+
+        since :math:`\langle \delta_i a_i^T, \delta_j a_j^T \rangle = (a_i \cdot a_j)(\delta_i \cdot \delta_j)`.
+        Only the columns of ``a`` whose parameters are in ``params`` count (a layer whose bias is frozen
+        drops its column of ones). O(B^2 (in + out)) per layer.
+        """
+        out = None
+        for layer, (a, d) in enumerate(zip(self.a, self.delta)):
+            cols = self._columns(layer)
+            if cols is None:
+                continue
+            a_used = a if cols.all() else a[:, cols]
+            term = (a_used @ a_used.T) * (d @ d.T)
+            out = term if out is None else out + term
+        return out if out is not None else self.a[0].new_zeros(self.batch_size, self.batch_size)
+
+    def _columns(self, layer: int) -> Tensor | None:
+        """Which columns of layer ``layer``'s ``a`` belong to a parameter in ``params`` (None: none)."""
+        kinds = {s.kind for s in self.slots if s.layer == layer}
+        if not kinds:
+            return None
+        width = self.a[layer].shape[1]
+        cols = torch.zeros(width, dtype=torch.bool)
+        if "weight" in kinds:
+            cols[: width - self.has_bias[layer]] = True
+        if "bias" in kinds or "full" in kinds:
+            cols[-1] = True
+        return cols.to(self.a[layer].device)
+
+    def replace(self, a: list[Tensor], delta: list[Tensor]) -> Scores:
+        """The same parameters and layout with other per-layer ``(a, delta)``, as a single process
+        (``all_mean`` None): e.g. every rank's samples gathered, a subset of rows, or another dtype."""
+        return Scores(self.params, a, delta, self.has_bias, self.slots, None)
+
     def dense(self) -> Tensor:
         """The ``B x d`` per-sample score matrix. O(B d) memory: tests and dense mode only."""
         rows = [torch.einsum("bo,bi->boi", d, a) for a, d in zip(self.a, self.delta)]
