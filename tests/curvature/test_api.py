@@ -12,7 +12,7 @@ from ngac.curvature import REGISTRY, Schedule, as_schedule, build_curvature, opt
 
 from .conftest import Problem, make_problem, new_data
 
-ALL = ["identity", "sherman_morrison", "diagonal", "kfac", "cg", "hybrid"]
+ALL = sorted(REGISTRY)
 SPECS: list[dict[str, Any]] = [
     {"name": "identity"},
     {"name": "sherman_morrison", "mode": "batch_mean"},
@@ -25,6 +25,8 @@ SPECS: list[dict[str, Any]] = [
     {"name": "cg", "iters": 5, "fisher": "kl_hessian"},
     {"name": "hybrid", "cg_every": 2, "cg_iters": 5},
     {"name": "hybrid", "mode": "single_sample", "cg_every": 3},
+    {"name": "woodbury"},
+    {"name": "woodbury", "rank": 7, "seed": 1},
 ]
 
 
@@ -33,7 +35,8 @@ def spec_id(spec: dict[str, Any]) -> str:
 
 
 def test_all_backends_registered() -> None:
-    assert set(ALL) <= set(REGISTRY)
+    assert {"identity", "sherman_morrison", "diagonal", "kfac", "cg", "hybrid", "woodbury"} <= set(REGISTRY)
+    assert {spec["name"] for spec in SPECS} == set(REGISTRY), "every backend needs a row in SPECS"
 
 
 def test_unknown_backend_lists_valid_names() -> None:

@@ -36,6 +36,8 @@ SPECS: list[dict[str, Any]] = [
     {"name": "cg", "iters": 20, "fisher": "kl_hessian"},
     {"name": "hybrid", "cg_every": 2, "cg_iters": 5, "diagnose_every": 1},
     {"name": "hybrid", "mode": "single_sample", "cg_every": 2, "cg_iters": 5},
+    {"name": "woodbury", "diagnose_every": 1},
+    {"name": "woodbury", "rank": 7, "seed": 5},
 ]
 STEPS = 3  # updates per backend (kfac's EMA, the hybrid's CG re-fit and the Sherman-Morrison update after it)
 KEYS = (
@@ -62,7 +64,7 @@ def shard(p: Problem, rank: int) -> Problem:
     return Problem(p.policy, p.obs[rows], p.act[rows], p.adv[rows])
 
 
-def run_all(part: callable, all_mean: Any) -> list[list[dict[str, Any]]]:
+def run_all(part: callable, all_mean: Any, all_gather: Any = None) -> list[list[dict[str, Any]]]:
     """Every spec over STEPS updates; ``part(problem)`` picks this process's share of each batch."""
     out = []
     for spec in SPECS:
@@ -70,7 +72,7 @@ def run_all(part: callable, all_mean: Any) -> list[list[dict[str, Any]]]:
         rows = []
         for p in batches():
             q = part(p)
-            batch = PolicyBatch(q.policy, q.log_prob_fn, q.adv, kl_fn=q.kl_fn, all_mean=all_mean)
+            batch = PolicyBatch(q.policy, q.log_prob_fn, q.adv, kl_fn=q.kl_fn, all_mean=all_mean, all_gather=all_gather)
             d = curv.direction(batch)
             m = d.metrics()
             rows.append({"vector": d.vector.clone(), **{k: m[k] for k in KEYS if k in m}})
@@ -92,7 +94,12 @@ def worker(rank: int, port: int, folder: str) -> None:
             dist.all_reduce(t)
             return t / WORLD
 
-        torch.save(run_all(lambda p: shard(p, rank), all_mean), Path(folder) / f"rank{rank}.pt")
+        def all_gather(t: torch.Tensor) -> torch.Tensor:
+            parts = [torch.empty_like(t) for _ in range(WORLD)]
+            dist.all_gather(parts, t.contiguous())
+            return torch.cat(parts)
+
+        torch.save(run_all(lambda p: shard(p, rank), all_mean, all_gather), Path(folder) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 

@@ -8,6 +8,7 @@ import mlflow
 import pytest
 
 from ngac.cli import group_options
+from ngac.curvature import REGISTRY
 from ngac.run import TrainingRun
 
 ENVS = group_options("env")
@@ -22,7 +23,7 @@ def _run(cfg):
 
 def test_configs_present():
     assert {"halfcheetah", "hopper", "pendulum", "cartpole", "acrobot"} <= set(ENVS)
-    assert set(BACKENDS) == {"identity", "sherman_morrison", "diagonal", "kfac", "cg", "hybrid"}
+    assert set(BACKENDS) == set(REGISTRY)  # one config file per registered backend, and no other
 
 
 @pytest.mark.parametrize("env", ENVS)
