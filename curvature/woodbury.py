@@ -31,9 +31,12 @@ replaces :math:`F`. The gradient :math:`g` is still the whole batch's, so the su
 used with :math:`S_k`, :math:`K_k = S_k S_k^T` and :math:`\lambda k`. ``dFd`` is then measured under the
 whole batch's empirical Fisher (one more contraction), which the step rules use to set the step length.
 
-**Numerics.** The ``B x B`` system is small, so it is always formed and solved in float64 (Cholesky),
-and the contractions with :math:`S` run in float64 as well; the direction is returned in the policy's
-dtype. A failed factorisation (non-finite or not positive definite input) gives a non-finite direction,
+**Numerics.** The Gram is formed and factorised (Cholesky) in the policy's dtype; the contractions with
+:math:`S` run in float64. In float32, :data:`REFINE_STEPS` rounds of iterative refinement, whose residual
+uses :math:`K u = S (S^T u)` in float64, recover float64 accuracy. Where the system is too ill-conditioned
+for that (:math:`\epsilon_{32}\,\mathrm{tr} K > 0.05\,\lambda B`, e.g. :math:`\lambda \le 10^{-4}` on the
+HalfCheetah actor) the Gram is formed and factorised in float64 instead, at about twice the cost. The
+direction is returned in the policy's dtype. A failed factorisation (non-finite or not positive definite input) gives a non-finite direction,
 so the agent refuses the step; it never raises.
 
 **Data parallel.** With ``PolicyBatch.all_gather`` the Gram spans every rank's samples, so each rank
@@ -54,14 +57,22 @@ from .base import Curvature, PolicyBatch, check_int, register
 from .schedules import Schedule
 from .scores import Scores
 
+#: Refinement steps after a float32 factorisation (each: two O(B d) float64 contractions, one O(B^2) solve).
+REFINE_STEPS = 3
+#: The float32 Gram and factorisation are used when eps32 * trace(K) / (lambda B), a bound on the
+#: refinement's contraction factor, is at most this; otherwise both are done in float64.
+FLOAT32_BOUND = 0.05
 
-def damped_gram_solve(K: Tensor, shift: float, rhs: Tensor) -> Tensor:
-    r""":math:`(K + \text{shift}\, I)^{-1}` rhs by Cholesky; all-NaN when the factorisation fails."""
-    M = K + shift * torch.eye(K.shape[0], dtype=K.dtype, device=K.device)
-    L, info = torch.linalg.cholesky_ex(M)
-    if int(info) != 0:
-        return torch.full_like(rhs, float("nan"))
-    return torch.cholesky_solve(rhs[:, None], L)[:, 0]
+
+def factor(K: Tensor, shift: float) -> Tensor | None:
+    r"""Cholesky factor of :math:`K + \text{shift}\, I` in ``K``'s dtype, or None when it fails."""
+    L, info = torch.linalg.cholesky_ex(K + shift * torch.eye(K.shape[0], dtype=K.dtype, device=K.device))
+    return L if int(info) == 0 else None
+
+
+def solve_with(L: Tensor, rhs: Tensor) -> Tensor:
+    """``(L L^T)^{-1} rhs`` in ``L``'s dtype, returned in ``rhs``'s."""
+    return torch.cholesky_solve(rhs.to(L.dtype)[:, None], L)[:, 0].to(rhs.dtype)
 
 
 def in_float64(scores: Scores, rows: Tensor | None = None) -> Scores:
@@ -71,6 +82,31 @@ def in_float64(scores: Scores, rows: Tensor | None = None) -> Scores:
         return (t if rows is None else t[rows]).to(torch.float64)
 
     return scores.replace([cast(a) for a in scores.a], [cast(d) for d in scores.delta])
+
+
+def gram_factor(scores: Scores, s64: Scores, shift: float) -> Tensor | None:
+    """The Cholesky factor of the damped Gram: in the working precision where refinement against the
+    float64 scores recovers float64 accuracy (see the module docstring), else in float64."""
+    K = scores.sample_gram()
+    if K.dtype == torch.float64:
+        return factor(K, shift)
+    if torch.finfo(K.dtype).eps * float(K.diagonal().sum()) <= FLOAT32_BOUND * shift:
+        return factor(K, shift)
+    return factor(s64.sample_gram(), shift)
+
+
+def refine_steps(L: Tensor) -> int:
+    return 0 if L.dtype == torch.float64 else REFINE_STEPS
+
+
+def refined_solve(L: Tensor, s64: Scores, shift: float, rhs: Tensor, steps: int) -> Tensor:
+    r""":math:`(S S^T + \text{shift}\, I)^{-1}` rhs: the factor's solve, then ``steps`` rounds of
+    iterative refinement whose residual uses :math:`S S^T u = S (S^T u)` in float64."""
+    u = solve_with(L, rhs)
+    for _ in range(steps):
+        r = rhs - s64.dot(s64.weighted_sum(u)) - shift * u
+        u = u + solve_with(L, r)
+    return u
 
 
 @register("woodbury")
@@ -102,17 +138,25 @@ class Woodbury(Curvature):
             adv = batch.all_gather(adv)
         n = scores.batch_size
         dtype = scores.a[0].dtype
+        nan = torch.full((scores.dim,), float("nan"), dtype=dtype, device=adv.device)
         if self.rank is None or self.rank >= n:
             s64 = in_float64(scores)
-            K = s64.sample_gram()
-            u = damped_gram_solve(K, damping * n, adv.to(K))
-            Ku = K @ u
-            return s64.weighted_sum(u).to(dtype), {"rank": float(n), "dFd": float(Ku @ Ku) / n}
-        rows = self._draw(n, batch)
-        sk = in_float64(scores, rows.to(scores.a[0].device))
+            L = gram_factor(scores, s64, damping * n)
+            if L is None:
+                return nan, {"rank": float(n), "dFd": float("nan")}
+            u = refined_solve(L, s64, damping * n, adv.to(torch.float64), refine_steps(L))
+            d = s64.weighted_sum(u)
+            Sd = s64.dot(d)  # = K u
+            return d.to(dtype), {"rank": float(n), "dFd": float(Sd @ Sd) / n}
+        rows = self._draw(n, batch).to(adv.device)
+        sk = scores.replace([a[rows] for a in scores.a], [d[rows] for d in scores.delta])
+        sk64 = in_float64(sk)
+        L = gram_factor(sk, sk64, damping * self.rank)
+        if L is None:
+            return nan, {"rank": float(self.rank)}
         g = batch.grad.to(torch.float64)
-        y = damped_gram_solve(sk.sample_gram(), damping * self.rank, sk.dot(g))
-        return ((g - sk.weighted_sum(y)) / damping).to(dtype), {"rank": float(self.rank)}
+        y = refined_solve(L, sk64, damping * self.rank, sk64.dot(g), refine_steps(L))
+        return ((g - sk64.weighted_sum(y)) / damping).to(dtype), {"rank": float(self.rank)}
 
     def _draw(self, n: int, batch: PolicyBatch) -> Tensor:
         """``rank`` distinct sample indices out of ``n``, sorted; every rank takes rank 0's draw."""
