@@ -70,7 +70,15 @@ class PeriodicEvaluation(L.Callback):
     It also logs the best evaluation so far (``eval/best_episode_return``): on tasks whose
     deterministic return is bimodal (Hopper falls or runs the full episode) the final evaluation
     alone is a noisy statistic. The best is part of the checkpoint, so a resumed run keeps it.
+
+    Each evaluation starts from its own start states: evaluation ``i`` seeds its environments
+    ``seed + max(SEED_STRIDE, episodes) * i`` (:meth:`eval_seed`), so the best-so-far is not the maximum of the
+    same few episodes re-run. ``i`` comes from the frame count (``frames // every_frames`` for a
+    periodic evaluation, one more than that for the final one), so a resumed run evaluates the
+    same states as one never interrupted.
     """
+
+    SEED_STRIDE = 1000
 
     def __init__(self, env_cfg: Any, *, every_frames: int, episodes: int, seed: int, total_frames: int, stop: StopFlag):
         self.env_cfg, self.every, self.episodes, self.seed = env_cfg, every_frames, episodes, seed
@@ -88,13 +96,23 @@ class PeriodicEvaluation(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.next_eval = _next_multiple(pl_module.frames, self.every)
 
-    def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+    def eval_seed(self, frames: int, final: bool = False) -> int:
+        """The environments' seed of the evaluation at ``frames``: distinct for every evaluation of
+        a run (a periodic one at ``frames < total``, the final one past the last periodic index),
+        with no overlap between consecutive evaluations' copies (the stride exceeds ``episodes``)."""
+        index = frames // self.every + (1 if final else 0)
+        return self.seed + max(self.SEED_STRIDE, self.episodes) * index
+
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule, seed: int | None = None) -> dict[str, float]:
+        """One evaluation row; ``seed`` defaults to the first periodic evaluation's."""
         t0 = time.perf_counter()
-        result = evaluate(pl_module.actor, self.env_cfg, trainer.datamodule.env, episodes=self.episodes, seed=self.seed)
+        seed = self.eval_seed(self.every) if seed is None else seed
+        result = evaluate(pl_module.actor, self.env_cfg, trainer.datamodule.env, episodes=self.episodes, seed=seed)
         row = {
             M.EVAL_RETURN: result["mean_return"],
             M.EVAL_RETURN_STD: result["std_return"],
             M.EVAL_LENGTH: result["mean_length"],
+            M.EVAL_EPISODES: float(result.get("episodes", self.episodes)),
             M.EVAL_SECONDS: time.perf_counter() - t0,
         }
         if math.isfinite(result["mean_return"]):
@@ -107,13 +125,13 @@ class PeriodicEvaluation(L.Callback):
         f = pl_module.frames
         if f >= self.next_eval and f < self.total and not self.stop.requested:
             if trainer.is_global_zero:
-                pl_module.log_frames(self.run(trainer, pl_module))
+                pl_module.log_frames(self.run(trainer, pl_module, seed=self.eval_seed(f)))
             self.next_eval = _next_multiple(f, self.every)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.stop.requested or pl_module.frames < self.total or not trainer.is_global_zero:
             return
-        self.final = self.run(trainer, pl_module)
+        self.final = self.run(trainer, pl_module, seed=self.eval_seed(pl_module.frames, final=True))
         pl_module.log_frames(self.final)
 
 

@@ -117,6 +117,7 @@ def test_kill9_then_resume_matches_uninterrupted_run_bitwise(tmp_path, workers):
         "losses/value_loss",
         "curvature/direction_norm",
         "eval/episode_return",
+        "eval/episodes",
         "eval/best_episode_return",  # kept in the checkpoint
     ):
         want = _last_per_step(ca, ra[0].info.run_id, key)
@@ -186,9 +187,9 @@ def test_sigterm_during_the_final_evaluation_agrees_with_the_exit_status(cfg_fac
 
     evaluate = PeriodicEvaluation.run
 
-    def signal_during_eval(self, trainer, pl_module):
+    def signal_during_eval(self, trainer, pl_module, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
-        return evaluate(self, trainer, pl_module)
+        return evaluate(self, trainer, pl_module, **kwargs)
 
     monkeypatch.setattr(PeriodicEvaluation, "run", signal_during_eval)
     run = TrainingRun(cfg_factory("env=pendulum", "trainer.total_frames=64"))
