@@ -13,9 +13,13 @@ from omegaconf import DictConfig
 from ngac.agents import metrics as M
 from ngac.envs.parallel import EnvWorkerError
 
+from .checkpoint_io import CheckpointWriteError
 from .ddp import RankError
 from .run import TrainingRun
 from .validate import ConfigError
+
+#: failures after the run exists that are reported in one line (the run is FAILED, its last checkpoint kept)
+RUN_ERRORS = (EnvWorkerError, RankError, CheckpointWriteError)
 
 QUIET_WARNINGS = (
     "You are using the `dataloader_iter`",
@@ -43,7 +47,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
         sys.exit(2)
     try:
         outcome = run.fit()
-    except (EnvWorkerError, RankError) as exc:  # the run is marked FAILED already; its last checkpoint is kept
+    except RUN_ERRORS as exc:  # the run is marked FAILED already; its last checkpoint is kept
         print(f"ngac: error: {exc}", file=sys.stderr)
         sys.exit(1)
     if outcome.status == "KILLED":

@@ -34,6 +34,7 @@ from ngac.agents.data import RolloutData
 from ngac.agents.progress import FramesProgressBar
 from ngac.envs import action_kind, env_dims
 
+from .checkpoint_io import AtomicCheckpointIO
 from .ddp import RankError, Ranks, externally_launched
 from .links import ui_links
 from .mlflow_utils import resolve_tracking_uri
@@ -171,6 +172,7 @@ class TrainingRun:
             enable_model_summary=False,
             num_sanity_val_steps=0,
             callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],  # beside the target, then a rename: never a truncated last.ckpt
         )
         return trainer, model, data
 
