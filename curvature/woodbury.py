@@ -57,8 +57,10 @@ from .base import Curvature, PolicyBatch, check_int, register
 from .schedules import Schedule
 from .scores import Scores
 
-#: Refinement steps after a float32 factorisation (each: two O(B d) float64 contractions, one O(B^2) solve).
+#: At most this many refinement steps after a float32 factorisation (each: two O(B d) float64 contractions).
 REFINE_STEPS = 3
+#: ... stopping once the residual is this small relative to the right-hand side.
+REFINE_RTOL = 1e-10
 #: The float32 Gram and factorisation are used when eps32 * trace(K) / (lambda B), a bound on the
 #: refinement's contraction factor, is at most this; otherwise both are done in float64.
 FLOAT32_BOUND = 0.05
@@ -100,11 +102,15 @@ def refine_steps(L: Tensor) -> int:
 
 
 def refined_solve(L: Tensor, s64: Scores, shift: float, rhs: Tensor, steps: int) -> Tensor:
-    r""":math:`(S S^T + \text{shift}\, I)^{-1}` rhs: the factor's solve, then ``steps`` rounds of
-    iterative refinement whose residual uses :math:`S S^T u = S (S^T u)` in float64."""
+    r""":math:`(S S^T + \text{shift}\, I)^{-1}` rhs: the factor's solve, then up to ``steps`` rounds of
+    iterative refinement whose residual uses :math:`S S^T u = S (S^T u)` in float64, stopping once the
+    residual is below :data:`REFINE_RTOL` of ``rhs``."""
     u = solve_with(L, rhs)
+    scale = float(rhs.norm())
     for _ in range(steps):
         r = rhs - s64.dot(s64.weighted_sum(u)) - shift * u
+        if not float(r.norm()) > REFINE_RTOL * scale:  # converged (or non-finite: nothing to refine)
+            break
         u = u + solve_with(L, r)
     return u
 
