@@ -54,9 +54,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 OBS, ACT = 17, 6  # HalfCheetah-v5
 PRELOAD = ["torch", "tensordict", "yaml", "ngac.curvature", "ngac.agents.networks"]
-BACKENDS = ["identity", "sherman_morrison", "diagonal", "kfac"]
-TIMED = ["identity", "sherman_morrison", "diagonal", "kfac[steady]", "kfac[refresh]"]
-ORDER = [*TIMED[:4], "kfac[amortised]", "kfac[refresh]"]
+BACKENDS = ["identity", "sherman_morrison", "diagonal", "kfac", "woodbury", "woodbury[rank=256]"]
+TIMED = ["identity", "sherman_morrison", "diagonal", "kfac[steady]", "kfac[refresh]", "woodbury", "woodbury[rank=256]"]
+ORDER = [*TIMED[:4], "kfac[amortised]", "kfac[refresh]", "woodbury", "woodbury[rank=256]"]
 REPEATS = {100_000: 11, 1_000_000: 7, 10_000_000: 5}
 FIELDS = ["device", "d", "hidden", "batch", "backend", "repeats", "ms", "ms_min", "ms_max", "ratio",
           "peak_extra_mb", "over_identity_mb", "base_mb", "gpu_extra_mb"]  # fmt: skip
@@ -78,6 +78,8 @@ def backend_spec(label: str) -> dict[str, Any]:
         spec["inverse_every"] = 10**9  # after the first update the inverses are never refreshed
     elif label == "kfac[refresh]":
         spec["inverse_every"] = 1
+    elif label == "woodbury[rank=256]":
+        spec.update(rank=256, seed=0)
     return spec
 
 
@@ -191,7 +193,7 @@ def rows_for(device: str, d: float, batch: int, repeats: int, times: dict[str, l
     ident = times["identity"]
     for label in ORDER:
         t = times[label]
-        m = mem.get(label.split("[")[0], {})
+        m = mem.get(label, mem.get(label.split("[")[0], {}))
         rows.append(
             {
                 "device": device,

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "scale_compute.py"
-ROWS = {"identity", "sherman_morrison", "diagonal", "kfac[steady]", "kfac[amortised]", "kfac[refresh]"}
+ROWS = {"identity", "sherman_morrison", "diagonal", "kfac[steady]", "kfac[amortised]", "kfac[refresh]", "woodbury",
+        "woodbury[rank=256]"}  # fmt: skip
 
 
 def test_scale_compute_quick_writes_a_finite_row_per_backend(tmp_path):
