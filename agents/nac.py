@@ -22,6 +22,7 @@ from ngac.curvature import PolicyBatch, as_schedule, build_curvature
 
 from . import metrics as M
 from .base import OnPolicyAgent
+from .guard import Snapshot, all_finite, fit_value
 from .networks import mean_kl
 from .step_rules import take_step
 
@@ -53,30 +54,46 @@ class NaturalGradientAgent(OnPolicyAgent):
 
     def optimise(self, flat: TensorDictBase, adv: Tensor, target: Tensor) -> dict[str, float]:
         obs_td = flat.select("observation")
-        metrics = self._update_critic(obs_td["observation"], target)
+        metrics, critic_applied = self._update_critic(obs_td["observation"], target)
+        skipped = self.skipped_updates
         metrics.update(self._update_actor(obs_td, flat["action"], adv))
+        if not critic_applied and self.skipped_updates == skipped:  # one count per update, whichever part refused
+            self.skipped_updates += 1
         return metrics
 
-    def _update_critic(self, obs: Tensor, target: Tensor) -> dict[str, float]:
+    def _update_critic(self, obs: Tensor, target: Tensor) -> tuple[dict[str, float], bool]:
+        """The critic's epochs of Adam minibatches, with no host sync and no vote across ranks per step
+        (:mod:`.guard`): every step is taken, then one check per update; if any loss was non-finite on any
+        rank, the critic and its optimiser state go back to what they were before this batch.
+
+        Returns the metrics and whether the update was applied.
+        """
         start = time.perf_counter()
-        opt = self.optimizers()
+        # The torch optimiser itself, not Lightning's wrapper (its closure, hooks and step counting, which
+        # nothing here uses): about 15% of a critic update on one CPU core (benchmarks/critic_update.py).
+        opt = self.optimizers(use_pl_optimizer=False)
         ccfg = self.cfg["critic"]
         value_net = self.critic.module  # the plain MLP: no tensordict work inside the hot loop
-        losses = []
-        for _ in range(ccfg["epochs"]):
-            for idx in torch.randperm(target.shape[0], device=target.device).split(ccfg["minibatch_size"]):
-                loss = 0.5 * (value_net(obs[idx]).squeeze(-1) - target[idx]).pow(2).mean()
-                loss_value = loss.item()
-                if not self.all_ranks(math.isfinite(loss_value)):
-                    continue
-                opt.zero_grad()
-                self.manual_backward(loss)
-                opt.step()
-                losses.append(loss_value)
+        snapshot = Snapshot(value_net.parameters(), opt)
+        # Under DDP, manual_backward arms DDP's reducer, which averages the critic's gradients over the
+        # ranks in the backward pass (the one collective a data-parallel step needs); in one process it
+        # is loss.backward() and its hooks, which nothing uses.
+        backward = self.manual_backward if self.world > 1 else Tensor.backward
+        losses = fit_value(value_net, opt, obs, target, ccfg["epochs"], ccfg["minibatch_size"], backward)
+        finite, values = all_finite(losses)
+        applied = self.all_ranks(finite)
+        if not applied:
+            snapshot.restore()
+            warnings.warn(
+                f"update {self.updates}: critic update discarded (a non-finite loss "
+                f"{'on this rank' if not finite else 'on another rank'}); the critic is unchanged",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return {
-            M.VALUE_LOSS: sum(losses) / len(losses) if losses else float("nan"),
+            M.VALUE_LOSS: sum(values) / len(values) if applied and values else float("nan"),
             M.CRITIC_MS: (time.perf_counter() - start) * 1e3,
-        }
+        }, applied
 
     def _update_actor(self, obs_td: TensorDictBase, action: Tensor, adv: Tensor) -> dict[str, float]:
         actor = self.actor

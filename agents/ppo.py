@@ -6,6 +6,7 @@ curvature backend; ``perf/update_ms`` is the time of its whole optimisation of a
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from torchrl.objectives import ClipPPOLoss
 
 from . import metrics as M
 from .base import OnPolicyAgent
+from .guard import Snapshot, all_finite
 
 
 class PPOAgent(OnPolicyAgent):
@@ -34,11 +36,17 @@ class PPOAgent(OnPolicyAgent):
         return torch.optim.Adam(self.loss.parameters(), lr=self.cfg["lr"], eps=1e-5, fused=True)
 
     def optimise(self, flat: TensorDictBase, adv: Tensor, target: Tensor) -> dict[str, float]:
-        opt = self.optimizers()
+        # Every minibatch step is taken with no host sync and no vote across ranks; one check at the end
+        # (agents/guard.py): if any loss was non-finite on any rank, the whole update is undone.
+        opt = self.optimizers(use_pl_optimizer=False)
+        params = list(self.loss.parameters())
+        snapshot = Snapshot(params, opt)
+        backward = self.manual_backward if self.world > 1 else Tensor.backward  # DDP averages the gradients
         data = flat.clone(False)
         data.set("advantage", adv.unsqueeze(-1))
-        sums: dict[str, list[float]] = {"loss_objective": [], "loss_critic": [], "kl_approx": [], "clip_fraction": []}
-        skipped = 0
+        keys = ("loss_objective", "loss_critic", "kl_approx", "clip_fraction")
+        losses: list[Tensor] = []
+        parts: dict[str, list[Tensor]] = {k: [] for k in keys}
         for _ in range(self.cfg["epochs"]):
             for idx in torch.randperm(data.shape[0], device=adv.device).split(self.cfg["minibatch_size"]):
                 out = self.loss(data[idx])
@@ -47,17 +55,21 @@ class PPOAgent(OnPolicyAgent):
                     + out["loss_critic"]
                     + out.get("loss_entropy", torch.zeros((), device=adv.device))
                 )
-                if not self.all_ranks(bool(torch.isfinite(loss))):
-                    skipped += 1  # never apply a non-finite step
-                    continue
                 opt.zero_grad()
-                self.manual_backward(loss)
-                torch.nn.utils.clip_grad_norm_(self.loss.parameters(), self.cfg["max_grad_norm"])
+                backward(loss)
+                torch.nn.utils.clip_grad_norm_(params, self.cfg["max_grad_norm"])
                 opt.step()
-                for k in sums:
+                losses.append(loss.detach())
+                for k in keys:
                     if k in out.keys():
-                        sums[k].append(float(out[k].detach().mean()))
-        self.skipped_updates += int(skipped > 0)
+                        parts[k].append(out[k].detach().mean())
+        finite, _ = all_finite(losses)
+        applied = self.all_ranks(finite)
+        if not applied:
+            snapshot.restore()  # never apply a non-finite step
+            self.skipped_updates += 1
+            warnings.warn(f"update {self.updates} skipped: a non-finite PPO loss", RuntimeWarning, stacklevel=2)
+        sums = {k: all_finite(v)[1] if applied else [] for k, v in parts.items()}
         obs_td = flat.select("observation")
         with torch.no_grad():
             entropy = float(self.actor.get_dist(obs_td.clone(False)).entropy().mean())
