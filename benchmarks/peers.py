@@ -12,9 +12,9 @@ all of them, and every run ends with deterministic evaluation episodes:
   a single evaluation at the end (``trainer.eval_every_frames`` = frames) and ``trainer.eval_episodes``.
 
 Reported per run: the final evaluation return (mean over the episodes); the whole-process wall time
-and ``frames / wall``; and the steady-state steps/s, the median over the rollouts of the second half of training of
-:math:`\\Delta f / \\Delta t` between consecutive rollouts (updates included, start-up and the final
-evaluation excluded). Per task and method: mean ± std (population, ``ddof=0``) over seeds.
+and ``frames / wall``; and the steady frames/s as ``benchmarks/throughput.py`` defines it for every
+benchmark (the frames of the second half of training over the seconds they took, from a mark at each
+rollout end, updates included). Per task and method: mean ± std (population, ``ddof=0``) over seeds.
 
     pip install -e '.[bench]'
     taskset -c 1 python benchmarks/peers.py --tasks InvertedPendulum-v5 HalfCheetah-v5 --frames 300000 --seeds 0 1 2
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 import json
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
+from throughput import mlflow_marks, steady_rate
 
 SB3_ALGOS = ("a2c", "ppo", "trpo")
 RESULT_TAG = "PEERS_RESULT "
@@ -64,14 +64,6 @@ def ngac_env_names() -> dict[str, str]:
     for path in sorted((REPO / "configs" / "env").glob("*.yaml")):
         names[yaml.safe_load(path.read_text())["id"]] = path.stem
     return names
-
-
-def steady_sps(marks: list[tuple[int, float]], frames: int) -> float:
-    """Median over the second half of training of the steps/s between consecutive (frames, seconds) marks
-    (one per rollout, update included): robust to a pause of the machine, unlike a mean over the half."""
-    late = [m for m in marks if m[0] >= frames / 2]
-    rates = [(b[0] - a[0]) / (b[1] - a[1]) for a, b in itertools.pairwise(late) if b[1] > a[1]]
-    return statistics.median(rates) if rates else float("nan")
 
 
 # ----------------------------------------------------------------------------- SB3 (worker side)
@@ -132,7 +124,7 @@ def sb3_worker(algo: str, task: str, frames: int, seed: int, episodes: int) -> d
     returns, _ = evaluate_policy(
         model, eval_env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True
     )
-    return {"eval_return": float(statistics.fmean(returns)), "steady_sps": steady_sps(marks, model.num_timesteps)}
+    return {"eval_return": float(statistics.fmean(returns)), "steady_sps": steady_rate(marks, model.num_timesteps)}
 
 
 # ----------------------------------------------------------------------------- runners (parent side)
@@ -193,8 +185,7 @@ def ngac_results(uri: str, run_id: str, frames: int) -> tuple[float, float]:
 
     client = MlflowClient(tracking_uri=uri)
     eval_return = client.get_run(run_id).data.metrics["eval/episode_return"]  # the latest row: the final one
-    marks = sorted((int(m.value), m.timestamp / 1000.0) for m in client.get_metric_history(run_id, "charts/frames"))
-    return eval_return, steady_sps(marks, frames) if len(marks) > 1 else float("nan")
+    return eval_return, steady_rate(mlflow_marks(uri, run_id), frames)
 
 
 # ----------------------------------------------------------------------------- tables

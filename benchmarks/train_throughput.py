@@ -7,8 +7,9 @@ For each repeat, interleaved so machine noise hits all of them alike:
     (the physical limit of the configuration: no policy, no TorchRL, no learning);
   * raw1: one plain gymnasium env, random actions (REFERENCE.md's "physical limit for one core");
   * train: ``ngac train`` at its defaults (plus any KEY=VALUE overrides), in-process, for
-    ``--frames`` frames: collection, GAE, critic and actor updates, MLflow logging. Its rate is
-    frames / wall time of the training loop (start-up and the final evaluation excluded).
+    ``--frames`` frames: collection, GAE, critic and actor updates, MLflow logging. Its rate is the
+    steady frames/s of ``benchmarks/throughput.py`` (the second half of training, from a mark at every
+    batch end), the raw rates are raw stepping as defined there.
 
 Prints a Markdown table of medians and the train/raw ratios, and writes it to
 ``benchmarks/out/train_throughput.md``.
@@ -27,30 +28,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from throughput import raw_rate, steady_rate
 
 
-def raw_rate(env_id: str, num_envs: int, steps: int) -> float:
-    env = SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP)
-    env.reset(seed=0)
-    env.action_space.seed(0)
-    actions = [env.action_space.sample() for _ in range(64)]
-    t0 = time.perf_counter()
-    for i in range(steps):
-        env.step(actions[i % 64])
-    rate = steps * num_envs / (time.perf_counter() - t0)
-    env.close()
-    return rate
-
-
-def train_rate(overrides: list[str], frames: int) -> tuple[float, float]:
+def train_rate(overrides: list[str], frames: int) -> tuple[float, dict[str, float]]:
+    import lightning as L
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from ngac.agents.callbacks import PeriodicEvaluation
     from ngac.run import TrainingRun
 
     tmp = tempfile.mkdtemp(prefix="ngac-bench-")
@@ -72,28 +59,21 @@ def train_rate(overrides: list[str], frames: int) -> tuple[float, float]:
     GlobalHydra.instance().clear()
     OmegaConf.set_struct(cfg, False)
     run = TrainingRun(cfg)
-    marks: dict[str, float] = {}
+    marks: list[tuple[float, float]] = []
     build = run._build
 
-    def timed_build(stop):  # building the run (envs, collector) is not training throughput
-        built = build(stop)
-        marks["start"] = time.perf_counter()
-        return built
+    class Marks(L.Callback):  # (frames, seconds) at every batch end, the update included
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            marks.append((pl_module.frames, time.perf_counter()))
 
-    run._build = timed_build
-    original = PeriodicEvaluation.on_train_end
+    def marked_build(stop):
+        trainer, model, data = build(stop)
+        trainer.callbacks.append(Marks())
+        return trainer, model, data
 
-    def timed_end(self, trainer, pl_module):  # nor is the final evaluation
-        marks["end"] = time.perf_counter()
-        return original(self, trainer, pl_module)
-
-    PeriodicEvaluation.on_train_end = timed_end
-    try:
-        run.fit()
-    finally:
-        PeriodicEvaluation.on_train_end = original
-    loop = marks["end"] - marks["start"]
-    return run.model.frames / loop, phase_medians(f"sqlite:///{tmp}/mlflow.db", run.mlflow_run_id)
+    run._build = marked_build
+    run.fit()
+    return steady_rate(marks, run.model.frames), phase_medians(f"sqlite:///{tmp}/mlflow.db", run.mlflow_run_id)
 
 
 PHASES = ("perf/collect_ms", "perf/gae_ms", "perf/critic_ms", "perf/update_ms")
@@ -164,7 +144,7 @@ def main() -> None:
         "|---|---|---|---|",
         f"| raw gymnasium SyncVectorEnv, {num_envs} copies, random actions | {med['raw']:.0f} | {min(rows['raw']):.0f} | {max(rows['raw']):.0f} |",
         f"| raw gymnasium, 1 env, random actions | {med['raw1']:.0f} | {min(rows['raw1']):.0f} | {max(rows['raw1']):.0f} |",
-        f"| ngac train (collection + GAE + updates + logging), {' '.join(overrides)} | {med['train']:.0f} | {min(rows['train']):.0f} | {max(rows['train']):.0f} |",
+        f"| ngac train, steady (collection + GAE + updates + logging), {' '.join(overrides)} | {med['train']:.0f} | {min(rows['train']):.0f} | {max(rows['train']):.0f} |",
         f"| ratio train / raw({num_envs}) | {med['ratio']:.2f} | {min(rows['ratio']):.2f} | {max(rows['ratio']):.2f} |",
         f"| ratio train / raw(1) | {med['ratio1']:.2f} | {min(rows['ratio1']):.2f} | {max(rows['ratio1']):.2f} |",
     ]
@@ -190,7 +170,7 @@ def main() -> None:
         "| phase | ms per batch | share |",
         "|---|---|---|",
         *[f"| {k} | {v:.1f} | {v / batch_ms:.0%} |" for k, v in parts.items()],
-        f"| **total** (frames / train rate) | {batch_ms:.1f} | 100% |",
+        f"| **total** (frames / steady train rate) | {batch_ms:.1f} | 100% |",
         f"| raw SyncVectorEnv({num_envs}) for the same frames | {raw_ms:.1f} | {raw_ms / batch_ms:.0%} |",
     ]
     text = "\n".join(lines)

@@ -11,9 +11,9 @@ configuration is its own whole process, the configurations interleaved and rotat
 * ``ngac-w1`` / ``ngac-w2``: ``ngac train env=halfcheetah env.workers=K`` (one final evaluation);
 * ``a2c-dummy`` / ``a2c-subproc``: SB3 A2C, 8 envs in ``DummyVecEnv`` / ``SubprocVecEnv``, VecNormalize.
 
-Reported, medians over repeats: whole-process wall time and frames / wall; steady steps/s, the frames
-of the second half of training over its wall time (from ngac's ``charts/frames`` rows in MLflow, SB3's
-rollout ends); each process's CPU (main process, each env worker, helpers) in cores over that same
+Reported, medians over repeats: whole-process wall time and frames / wall; steady frames/s as
+``benchmarks/throughput.py`` defines it for every benchmark (the frames of the second half of training
+over the seconds they took; ngac's ``charts/frames`` rows in MLflow, SB3's rollout ends); each process's CPU (main process, each env worker, helpers) in cores over that same
 window, sampled from /proc every 0.2 s, and the rest of the machine's CPU (other users) meanwhile.
 Then one instrumented run per layout (``workers_probe.py ngac-timed``: K=1, K=2, and the 32 copies in
 ONE ParallelEnv worker, i.e. the multi-process path with a core for each of its two processes) splits a
@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import psutil
+from throughput import mlflow_marks, steady_rate, steady_window
 from workers_probe import TAG, Monitor, cores, machine_busy, our_cpu
 
 HERE = Path(__file__).resolve().parent
@@ -92,10 +93,9 @@ def raw(procs: int, n: int, seconds: float, cwd: Path) -> dict:
 
 
 def window(marks: list[tuple[float, float]], frames: int) -> tuple[float, float, float]:
-    """Second half of training: (start epoch, end epoch, frames/s) from (frames, epoch) marks."""
-    late = [m for m in sorted(marks) if m[0] >= frames / 2]
-    (fa, ta), (fb, tb) = late[0], late[-1]
-    return ta, tb, (fb - fa) / (tb - ta)
+    """The steady window of ``throughput.py``: (start epoch, end epoch, steady frames/s)."""
+    ta, tb = steady_window(marks, frames)
+    return ta, tb, steady_rate(marks, frames)
 
 
 def ngac_args(k: int, frames: int, tmp: Path, name: str) -> list[str]:
@@ -114,7 +114,7 @@ def mlflow_metrics(tmp: Path, out: str) -> dict[str, list[tuple[float, float]]]:
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
     keys = ("perf/collect_ms", "perf/gae_ms", "perf/critic_ms", "perf/update_ms", "eval/seconds")
     rows = {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys}
-    rows["marks"] = [(m.value, m.timestamp / 1e3) for m in client.get_metric_history(run_id, "charts/frames")]
+    rows["marks"] = mlflow_marks(f"sqlite:///{tmp / 'mlflow.db'}", run_id)
     return rows
 
 
