@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -37,14 +38,17 @@ from ngac.envs import action_kind, env_dims
 from .checkpoint_io import AtomicCheckpointIO
 from .ddp import RankError, Ranks, externally_launched
 from .links import ui_links
+from .lock import FolderInUse, RunLock
 from .mlflow_utils import resolve_tracking_uri
 from .requeue import requeued_checkpoint
 from .sweeps import SWEEP_ENV, SWEEP_PARENT_ENV
 from .tracking import RunLogger
 from .validate import (
+    ConfigError,
     check_compatible,
     check_gl_backend,
     check_out_dir,
+    check_run_in_store,
     check_tracking_server,
     read_checkpoint,
     validate_config,
@@ -109,7 +113,17 @@ class TrainingRun:
         check_out_dir(self.ckpt_dir)
         self.tracking_uri = resolve_tracking_uri(cfg.logger.tracking_uri)
         check_tracking_server(self.tracking_uri)
+        if run_id is not None:
+            saved_uri = (ckpt["ngac"]["config"].get("logger") or {}).get("tracking_uri")
+            check_run_in_store(self.tracking_uri, run_id, resume, saved_uri)
         self.mlflow_run_id: str | None = run_id
+        self.lock = RunLock(self.out_dir)  # the last check: held from here until fit() ends
+        try:
+            self.lock.acquire()
+        except FolderInUse as exc:
+            raise ConfigError(str(exc)) from None
+        if self.lock.note:
+            print(f"ngac: note: {self.lock.note}", file=sys.stderr)
 
     def tags(self) -> dict[str, str]:
         cfg = self.cfg
@@ -212,6 +226,7 @@ class TrainingRun:
             self.run_logger = RunLogger(self.cfg, run_id=self.mlflow_run_id, tags=self.tags(), out_dir=self.out_dir)
         except BaseException:
             stop.restore()
+            self.lock.release()
             raise
         self.mlflow_run_id = self.run_logger.run_id
         try:
@@ -240,7 +255,10 @@ class TrainingRun:
             outcome.status, outcome.signal = "KILLED", int(stop.signum or 2)
         finally:
             stop.restore()
-            self.run_logger.finish(outcome.status)
+            try:
+                self.run_logger.finish(outcome.status)
+            finally:
+                self.lock.release()
         return outcome
 
     def _fit_child(self) -> Outcome:
