@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +22,30 @@ import lightning as L
 from . import metrics as M
 from .evaluate import evaluate
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Signals that end a run like SIGTERM (checkpoint, KILLED, exit 128 + signal): a scheduler's stop,
+#: Ctrl-C, a closed terminal or dropped ssh (SIGHUP), Ctrl-\ (SIGQUIT) and SIGUSR1. SLURM's SIGUSR2
+#: keeps its requeue meaning (:mod:`ngac.slurm`).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
+
+
+class StopRequested(Exception):
+    """A stop signal arrived inside :meth:`StopFlag.interruptible` (an evaluation, whose result is dropped)."""
 
 
 class StopFlag:
-    """SIGTERM / SIGINT ask the run to stop at the next batch boundary (checkpoint, then KILLED).
+    """A stop signal (:data:`STOP_SIGNALS`) asks the run to stop at the next batch boundary
+    (checkpoint, then KILLED).
 
     Installed before the MLflow run is created, so a signal at any moment is seen; ``restore``
     puts the previous handlers back. Lightning chains its own SIGTERM handler after this one.
+    Inside :meth:`interruptible` a signal also raises :class:`StopRequested` at once, so a long
+    evaluation does not hold the stop back.
     """
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._interruptible = False
 
     def install(self) -> StopFlag:
         for s in STOP_SIGNALS:
@@ -42,10 +55,24 @@ class StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.signum = signum
+        if self._interruptible:
+            self._interruptible = False  # one raise: the section's own clean-up runs undisturbed
+            raise StopRequested(f"signal {signum}")
 
     @property
     def requested(self) -> bool:
         return self.signum is not None
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A section that a stop signal cuts short with :class:`StopRequested` (raised at once if one came already)."""
+        if self.requested:
+            raise StopRequested(f"signal {self.signum}")
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
 
     def reclaim(self) -> None:
         """Be the only handler again. Under DDP, Lightning's SIGTERM handler broadcasts from inside
@@ -124,15 +151,29 @@ class PeriodicEvaluation(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         f = pl_module.frames
         if f >= self.next_eval and f < self.total and not self.stop.requested:
-            if trainer.is_global_zero:
-                pl_module.log_frames(self.run(trainer, pl_module, seed=self.eval_seed(f)))
+            if trainer.is_global_zero and (row := self._interruptible_run(trainer, pl_module, self.eval_seed(f))):
+                pl_module.log_frames(row)
             self.next_eval = _next_multiple(f, self.every)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.stop.requested or pl_module.frames < self.total or not trainer.is_global_zero:
             return
-        self.final = self.run(trainer, pl_module, seed=self.eval_seed(pl_module.frames, final=True))
-        pl_module.log_frames(self.final)
+        self.final = self._interruptible_run(trainer, pl_module, self.eval_seed(pl_module.frames, final=True))
+        if self.final:
+            pl_module.log_frames(self.final)
+
+    def _interruptible_run(self, trainer: L.Trainer, pl_module: L.LightningModule, seed: int) -> dict[str, float]:
+        """:meth:`run`, or nothing when a stop signal cuts it short (the checkpoint follows at once).
+
+        A cut-short evaluation logs nothing and leaves the best-so-far as it was (as an evaluation
+        skipped because the stop came first)."""
+        best = self.best
+        try:
+            with self.stop.interruptible():
+                return self.run(trainer, pl_module, seed=seed)
+        except StopRequested:
+            self.best = best
+            return {}
 
 
 class FrameCheckpoint(L.Callback):

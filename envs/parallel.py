@@ -16,11 +16,21 @@ to the gymnasium vector env.
 
 A worker that dies stops the run with :class:`EnvWorkerError` (one line) instead of a hang:
 TorchRL's wait loop checks its workers' liveness.
+
+Signals. A terminal sends Ctrl-C (SIGINT), Ctrl-\\ (SIGQUIT) and a hang-up (SIGHUP) to the whole
+foreground process group, workers included. The workers ignore them (:data:`GROUP_SIGNALS`, set
+at their start; SIGTERM stays default, so their shutdown still works): the main process alone
+decides to stop, writes its checkpoint with the workers' help, and then closes them. While the
+workers start, the main process blocks those signals, so the workers are born with them blocked
+(no window before they are ignored) and the main process receives any that came once they run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -33,14 +43,42 @@ from .wrappers import ResumableSyncVectorEnv, seed_action_spaces, single_factory
 __all__ = ["EnvWorkerError", "VectorParts", "vector_part", "parallel_env", "is_parallel"]
 
 
+#: the signals a terminal sends to a whole process group: the main process handles them, workers ignore them
+GROUP_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
+
+
 class EnvWorkerError(RuntimeError):
     """An environment worker process died."""
 
 
+@contextmanager
+def group_signals_blocked() -> Iterator[None]:
+    """Block :data:`GROUP_SIGNALS` in this thread (processes started meanwhile inherit the block);
+    those that arrive are delivered when it ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def vector_part(
-    env_id: str, max_episode_steps: int | None, continuous: bool, num_envs: int, seed: int, part: int = 0
+    env_id: str,
+    max_episode_steps: int | None,
+    continuous: bool,
+    num_envs: int,
+    seed: int,
+    part: int = 0,
+    owner_pid: int | None = None,
 ) -> EnvBase:
-    """One process's share: ``num_envs`` copies as a TorchRL env, copy ``j`` seeded ``seed + j``."""
+    """One process's share: ``num_envs`` copies as a TorchRL env, copy ``j`` seeded ``seed + j``.
+
+    Built in a worker process (not ``owner_pid``, the main process that asked for it), it makes
+    the worker ignore :data:`GROUP_SIGNALS`.
+    """
+    if owner_pid is not None and os.getpid() != owner_pid:
+        for s in GROUP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
     thunks = [single_factory(env_id, max_episode_steps, continuous) for _ in range(num_envs)]
     # GymWrapper runs a short spec check (random steps) at construction: keep it off the
     # caller's torch RNG, and seed the simulators at the first reset after it.
@@ -94,12 +132,14 @@ def parallel_env(
     m = num_envs // workers
     kwargs = [
         {"env_id": env_id, "max_episode_steps": max_episode_steps, "continuous": continuous, "num_envs": m,
-         "seed": seed + w * m, "part": w}
+         "seed": seed + w * m, "part": w, "owner_pid": os.getpid()}
         for w in range(workers)
     ]  # fmt: skip
     # daemon: the workers never outlive this process (a failed run's interpreter exit terminates
     # them instead of waiting for them to finish, which they never do on their own).
     penv = ParallelEnv(workers, vector_part, create_env_kwargs=kwargs, device="cpu", daemon=True)
+    with group_signals_blocked():
+        penv.start()  # now rather than at the first reset: the workers are born with the signals blocked
     return TransformedEnv(penv, FlattenWorkers())
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
 
@@ -31,14 +32,16 @@ def runs_in(db: Path, with_parent: bool = False) -> list:
     return [r for r in runs if with_parent or r.data.tags.get("ngac.role") != "sweep_parent"]
 
 
-def train_until_checkpoint(tmp_path: Path, module: str, *args: str, timeout: float = 180) -> subprocess.Popen:
+def train_until_checkpoint(
+    tmp_path: Path, module: str, *args: str, timeout: float = 180, **popen: Any
+) -> subprocess.Popen:
     """Start ``python -m <module> train <args>`` into ``tmp_path`` (store ``m.db``, out dir ``run``)
-    and return once its first checkpoint exists; stderr is piped."""
+    and return once its first checkpoint exists; stderr is piped; ``popen``: more ``Popen`` arguments."""
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     proc = subprocess.Popen(
         [sys.executable, "-m", module, "train", *args, f"logger.tracking_uri=sqlite:///{tmp_path}/m.db",
          f"out_dir={tmp_path}/run"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
     )  # fmt: skip
     t0 = time.time()
     try:
