@@ -48,7 +48,6 @@ from .validate import (
     check_compatible,
     check_gl_backend,
     check_out_dir,
-    check_run_in_store,
     check_tracking_server,
     read_checkpoint,
     validate_config,
@@ -113,9 +112,6 @@ class TrainingRun:
         check_out_dir(self.ckpt_dir)
         self.tracking_uri = resolve_tracking_uri(cfg.logger.tracking_uri)
         check_tracking_server(self.tracking_uri)
-        if run_id is not None:
-            saved_uri = (ckpt["ngac"]["config"].get("logger") or {}).get("tracking_uri")
-            check_run_in_store(self.tracking_uri, run_id, resume, saved_uri)
         self.mlflow_run_id: str | None = run_id
         self.lock = RunLock(self.out_dir)  # the last check: held from here until fit() ends
         try:
