@@ -86,33 +86,31 @@ def in_float64(scores: Scores, rows: Tensor | None = None) -> Scores:
     return scores.replace([cast(a) for a in scores.a], [cast(d) for d in scores.delta])
 
 
-def gram_factor(scores: Scores, s64: Scores, shift: float) -> Tensor | None:
-    """The Cholesky factor of the damped Gram: in the working precision where refinement against the
-    float64 scores recovers float64 accuracy (see the module docstring), else in float64."""
+def gram_factor(scores: Scores, s64: Scores, shift: float) -> tuple[Tensor, Tensor | None]:
+    """The Gram and the Cholesky factor of its damped form: in the working precision where refinement
+    against the float64 scores recovers float64 accuracy (see the module docstring), else in float64."""
     K = scores.sample_gram()
-    if K.dtype == torch.float64:
-        return factor(K, shift)
-    if torch.finfo(K.dtype).eps * float(K.diagonal().sum()) <= FLOAT32_BOUND * shift:
-        return factor(K, shift)
-    return factor(s64.sample_gram(), shift)
+    if K.dtype != torch.float64 and torch.finfo(K.dtype).eps * float(K.diagonal().sum()) > FLOAT32_BOUND * shift:
+        K = s64.sample_gram()
+    return K, factor(K, shift)
 
 
-def refine_steps(L: Tensor) -> int:
-    return 0 if L.dtype == torch.float64 else REFINE_STEPS
-
-
-def refined_solve(L: Tensor, s64: Scores, shift: float, rhs: Tensor, steps: int) -> Tensor:
-    r""":math:`(S S^T + \text{shift}\, I)^{-1}` rhs: the factor's solve, then up to ``steps`` rounds of
-    iterative refinement whose residual uses :math:`S S^T u = S (S^T u)` in float64, stopping once the
-    residual is below :data:`REFINE_RTOL` of ``rhs``."""
+def refined_solve(L: Tensor, s64: Scores, shift: float, rhs: Tensor) -> tuple[Tensor, Tensor]:
+    r"""``(u, S^T u)`` for :math:`u = (S S^T + \text{shift}\, I)^{-1}` rhs: the factor's solve, then (for a
+    factor below float64) up to :data:`REFINE_STEPS` rounds of iterative refinement whose residual uses
+    :math:`S S^T u = S (S^T u)` in float64, until the residual is below :data:`REFINE_RTOL` of ``rhs``."""
     u = solve_with(L, rhs)
+    w = s64.weighted_sum(u)
+    if L.dtype == torch.float64:
+        return u, w
     scale = float(rhs.norm())
-    for _ in range(steps):
-        r = rhs - s64.dot(s64.weighted_sum(u)) - shift * u
+    for _ in range(REFINE_STEPS):
+        r = rhs - s64.dot(w) - shift * u
         if not float(r.norm()) > REFINE_RTOL * scale:  # converged (or non-finite: nothing to refine)
             break
         u = u + solve_with(L, r)
-    return u
+        w = s64.weighted_sum(u)
+    return u, w
 
 
 @register("woodbury")
@@ -147,22 +145,21 @@ class Woodbury(Curvature):
         nan = torch.full((scores.dim,), float("nan"), dtype=dtype, device=adv.device)
         if self.rank is None or self.rank >= n:
             s64 = in_float64(scores)
-            L = gram_factor(scores, s64, damping * n)
+            K, L = gram_factor(scores, s64, damping * n)
             if L is None:
                 return nan, {"rank": float(n), "dFd": float("nan")}
-            u = refined_solve(L, s64, damping * n, adv.to(torch.float64), refine_steps(L))
-            d = s64.weighted_sum(u)
-            Sd = s64.dot(d)  # = K u
+            u, d = refined_solve(L, s64, damping * n, adv.to(torch.float64))
+            Sd = K @ u.to(K.dtype)  # S d = S S^T u
             return d.to(dtype), {"rank": float(n), "dFd": float(Sd @ Sd) / n}
         rows = self._draw(n, batch).to(adv.device)
         sk = scores.replace([a[rows] for a in scores.a], [d[rows] for d in scores.delta])
         sk64 = in_float64(sk)
-        L = gram_factor(sk, sk64, damping * self.rank)
+        _, L = gram_factor(sk, sk64, damping * self.rank)
         if L is None:
             return nan, {"rank": float(self.rank)}
         g = batch.grad.to(torch.float64)
-        y = refined_solve(L, sk64, damping * self.rank, sk64.dot(g), refine_steps(L))
-        return ((g - sk64.weighted_sum(y)) / damping).to(dtype), {"rank": float(self.rank)}
+        _, w = refined_solve(L, sk64, damping * self.rank, sk64.dot(g))
+        return ((g - w) / damping).to(dtype), {"rank": float(self.rank)}
 
     def _draw(self, n: int, batch: PolicyBatch) -> Tensor:
         """``rank`` distinct sample indices out of ``n``, sorted; every rank takes rank 0's draw."""

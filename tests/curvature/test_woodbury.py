@@ -24,6 +24,12 @@ def assert_rel(got: torch.Tensor, ref: torch.Tensor, rtol: float) -> None:
     assert err <= rtol, f"relative error {err:.3g} > {rtol:.3g}"
 
 
+@pytest.mark.parametrize("block_from", [4, 10_000], ids=["blocks", "one-product"])
+def test_gram_is_S_S_transpose(problem: Problem, block_from: int) -> None:
+    K = problem.batch().scores.sample_gram(block_from=block_from)
+    torch.testing.assert_close(K, problem.S @ problem.S.T, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("lam", LAMBDAS)
 @pytest.mark.parametrize("batch", [1, 7, 256])
 @pytest.mark.parametrize("categorical", [False, True], ids=["gaussian", "categorical"])
