@@ -150,11 +150,13 @@ def evaluate(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     from ngac.evaluation import eval_checkpoint
+    from ngac.sizes import check_eval_episodes
     from ngac.validate import ConfigError
 
     if args.episodes < 1:
         return _err(f"--episodes={args.episodes} is invalid; it must be a positive integer")
     try:
+        check_eval_episodes(args.episodes, "--episodes")
         result = eval_checkpoint(args.checkpoint, episodes=args.episodes, seed=args.seed, video=args.video)
     except (ConfigError, RuntimeError) as exc:
         return _err(str(exc))

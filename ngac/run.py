@@ -41,13 +41,16 @@ from .links import ui_links
 from .lock import FolderInUse, RunLock
 from .mlflow_utils import resolve_tracking_uri
 from .requeue import requeued_checkpoint
+from .sizes import check_sizes
 from .sweeps import SWEEP_ENV, SWEEP_PARENT_ENV
 from .tracking import RunLogger
 from .validate import (
     ConfigError,
+    check_budget_left,
     check_compatible,
     check_gl_backend,
     check_out_dir,
+    check_run_in_store,
     check_tracking_server,
     read_checkpoint,
     validate_config,
@@ -95,14 +98,19 @@ class TrainingRun:
             self.resume_from, self.out_dir = rank_of["resume_from"], Path(rank_of["out_dir"])
             self.ckpt_dir = self.out_dir / "checkpoints"
             self.mlflow_run_id = rank_of["mlflow_run_id"]
+            self.max_epochs = int(rank_of.get("max_epochs", 1))
             return
         check_gl_backend()
+        for note in check_sizes(cfg, *env_dims(cfg.env)):
+            print(f"ngac: note: {note}", file=sys.stderr)
         self.resume_from: Path | None = None
         run_id = None
         resume = cfg.resume or requeued_checkpoint(Path(cfg.out_dir))
+        self.max_epochs = 1
         if resume:
             ckpt = read_checkpoint(resume)
             check_compatible(ckpt, cfg, resume)
+            self.max_epochs = check_budget_left(ckpt, cfg, resume)
             run_id = ckpt["ngac"]["mlflow_run_id"]
             self.resume_from = Path(resume).resolve()
             self.out_dir = self.resume_from.parent.parent
@@ -112,6 +120,9 @@ class TrainingRun:
         check_out_dir(self.ckpt_dir)
         self.tracking_uri = resolve_tracking_uri(cfg.logger.tracking_uri)
         check_tracking_server(self.tracking_uri)
+        if run_id is not None:
+            saved_uri = (ckpt["ngac"]["config"].get("logger") or {}).get("tracking_uri")
+            check_run_in_store(self.tracking_uri, run_id, resume, saved_uri)
         self.mlflow_run_id: str | None = run_id
         self.lock = RunLock(self.out_dir)  # the last check: held from here until fit() ends
         try:
@@ -174,7 +185,7 @@ class TrainingRun:
             accelerator=t.accelerator,
             devices=t.devices,
             strategy=data_parallel(t.accelerator) if t.devices > 1 else "auto",
-            max_epochs=1,
+            max_epochs=self.max_epochs,  # one pass over the stream (one more to extend a finished run)
             logger=False if self.child else self.run_logger.lightning_logger,
             log_every_n_steps=1,
             enable_checkpointing=False,  # FrameCheckpoint: Lightning's checkpoints on a frame budget
@@ -200,6 +211,7 @@ class TrainingRun:
             "mlflow_run_id": self.mlflow_run_id,
             "resume_from": self.resume_from,
             "out_dir": str(self.out_dir),
+            "max_epochs": self.max_epochs,
         }
         with Ranks(self.cfg.trainer.devices, payload, self.out_dir) as ranks:
             try:

@@ -190,6 +190,14 @@ MUST_MATCH = (
 )
 #: the value of a MUST_MATCH key in a checkpoint written before the key existed
 MUST_MATCH_ABSENT = {"env.workers": 1, "trainer.devices": 1}
+#: Beyond MUST_MATCH, every key under these changes the arithmetic (the seed, the batch shape,
+#: gamma, the backend's options ...) and must match too; a key the checkpoint predates is skipped.
+ARITHMETIC = ("seed", "agent.", "curvature.", "env.")
+#: keys under ARITHMETIC that do not change it: read by ``ngac compare`` only, or a warning threshold
+MAY_CHANGE = frozenset({"env.random_return", "env.reference_return", "agent.explode_factor"})
+#: what a checkpoint needs to continue a run (Lightning's entries, then ngac's)
+RESUME_KEYS = ("state_dict", "optimizer_states", "loops", "callbacks")
+NGAC_KEYS = ("config", "mlflow_run_id", "frames", "agent_state")
 
 
 def read_checkpoint(path: str | Path, key: str = "resume") -> dict[str, Any]:
@@ -208,6 +216,11 @@ def read_checkpoint(path: str | Path, key: str = "resume") -> dict[str, Any]:
         raise ConfigError(f"{where}: not an ngac checkpoint")
     if meta.get("version") != CHECKPOINT_VERSION:
         raise ConfigError(f"{where}: checkpoint version {meta.get('version')}, this ngac reads {CHECKPOINT_VERSION}")
+    need = [k for k in NGAC_KEYS if k not in meta] + [
+        k for k in (RESUME_KEYS if key == "resume" else ("state_dict",)) if not isinstance(ckpt.get(k), (dict, list))
+    ]
+    if need:
+        raise ConfigError(f"{where}: incomplete checkpoint (no {', '.join(need)}); use another checkpoint of the run")
     return ckpt
 
 
@@ -222,6 +235,48 @@ def check_compatible(ckpt: dict[str, Any], cfg: Any, path: str | Path) -> None:
             raise ConfigError(
                 f"resume={str(path)!r} was trained with {key}={was!r}, not {now!r}; resume with {key}={was!r}"
             )
+    old = _flat(OmegaConf.to_container(saved, resolve=True))
+    new = {k: _plain(OmegaConf.select(cfg, k, default=_ABSENT)) for k in old if k.startswith(ARITHMETIC)}
+    changed = [k for k, v in new.items() if k not in MAY_CHANGE and v is not _ABSENT and v != old[k]]
+    if changed:
+        key, more = changed[0], f" (and {', '.join(changed[1:])})" if changed[1:] else ""
+        raise ConfigError(
+            f"resume={str(path)!r} was trained with {key}={old[key]!r}, not {new[key]!r}{more}; a resume continues "
+            f"the same arithmetic: resume with {key}={old[key]!r}, or start a new run without resume"
+        )
+
+
+def check_budget_left(ckpt: dict[str, Any], cfg: Any, path: str | Path) -> int:
+    """A resume must have frames left to train; returns the ``max_epochs`` that trains them.
+
+    Lightning's fit loop makes one pass (epoch) over the rollout stream. A checkpoint written at
+    the end of a finished run holds a completed pass, so extending that run (a larger
+    ``trainer.total_frames``) needs one pass more; one written mid-run continues its pass."""
+    done, total = int(ckpt["ngac"]["frames"]), int(_get(cfg, "trainer.total_frames"))
+    if done >= total:
+        raise ConfigError(
+            f"resume={str(path)!r} has trained {done} frames and trainer.total_frames={total}: nothing is left to "
+            f"train; to continue the run pass a larger trainer.total_frames, e.g. {2 * done}"
+        )
+    try:
+        passes = int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
+    except (KeyError, TypeError, ValueError):
+        passes = 0
+    return passes + 1
+
+
+_ABSENT = object()  # a key this config lacks (the checkpoint's ngac had it, this one does not)
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` as ``{"a.b": 1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 # ----------------------------------------------------------------------------- the outside world
@@ -250,6 +305,24 @@ def check_tracking_server(uri: str) -> None:
             f"logger.tracking_uri={uri!r} is unreachable ({reason}); start the server, or unset "
             f"MLFLOW_TRACKING_URI to use the local store {DEFAULT_TRACKING_URI}"
         ) from None
+
+
+def check_run_in_store(uri: str, run_id: str, path: str | Path, saved_uri: str | None = None) -> None:
+    """The MLflow run a checkpoint continues must be in this store (and not deleted)."""
+    from mlflow import MlflowClient
+
+    try:
+        with fail_fast():
+            run = MlflowClient(uri).get_run(run_id)
+        gone = run.info.lifecycle_stage == "deleted"
+    except Exception:  # noqa: BLE001 - MLflow raises its own exception for an unknown run id
+        gone = True
+    if gone:
+        where = f"; it was trained with logger.tracking_uri={saved_uri!r}" if saved_uri and saved_uri != uri else ""
+        raise ConfigError(
+            f"resume={str(path)!r} continues MLflow run {run_id}, which is not in logger.tracking_uri={uri!r}{where}; "
+            f"resume with the store it was trained with"
+        )
 
 
 def check_gl_backend() -> None:
