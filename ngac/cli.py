@@ -119,6 +119,16 @@ def _explain_compose_error(exc: Exception, combo: list[str], base, chosen: list[
     return text.split(" To append to your config use")[0]
 
 
+def check_hydra_dir(argv: list[str]) -> None:
+    """A relative Hydra run (or sweep) folder needs a writable working directory."""
+    from ngac.validate import check_cwd_writable
+
+    key = "hydra.sweep.dir" if ("-m" in argv or "--multirun" in argv) else "hydra.run.dir"
+    given = [a.split("=", 1)[1] for a in argv if a.startswith(key + "=")]
+    if not (given and os.path.isabs(given[-1])):
+        check_cwd_writable(Path.cwd(), key)
+
+
 def train(argv: list[str]) -> int:
     from ngac.validate import ConfigError
 
@@ -131,6 +141,7 @@ def train(argv: list[str]) -> int:
         overrides = [a for a in argv if not a.startswith("-")]
         try:
             precheck(overrides)
+            check_hydra_dir(argv)
         except ConfigError as exc:
             return _err(str(exc))
     from ngac.app import hydra_main
@@ -181,9 +192,11 @@ def sync(argv: list[str]) -> int:
         done = sync_run(args.out_dir, args.tracking_uri)
     except ConfigError as exc:
         return _err(str(exc))
-    print(
-        f"run {done['run_id']}: {done['rows']} metric rows, {done['artifacts']} artifacts sent; status {done['status']}"
-    )
+    if done.skipped_lines:
+        print(f"ngac: note: skipped {done.skipped_lines} unreadable line(s) of the metrics buffer", file=sys.stderr)
+    for path in done.missing:
+        print(f"ngac: warning: artifact {path} no longer exists; not uploaded", file=sys.stderr)
+    print(f"run {done.run_id}: {done.rows} metric rows, {done.artifacts} artifacts sent; status {done.status}")
     return 0
 
 

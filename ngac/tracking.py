@@ -37,6 +37,14 @@ def local_artifact_root(uri: str) -> str | None:
     return None
 
 
+def relative_to(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` when inside it (``ngac sync`` then finds it after the folder moves)."""
+    try:
+        return str(path.resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
 BUFFER = "metrics_buffer.jsonl"  # metric rows that never reached MLflow
 UNSYNCED = "unsynced.json"  # the run's final status and artifacts that could not be sent
 
@@ -164,7 +172,7 @@ class RunLogger:
             return True
         except Exception as exc:  # noqa: BLE001
             warnings.warn(f"could not upload {path} to MLflow ({type(exc).__name__}); it stays on disk", stacklevel=2)
-            self.unsynced["artifacts"].append([str(path), folder])
+            self.unsynced["artifacts"].append([relative_to(Path(path), self.out_dir), folder])
             return False
 
     def finish(self, status: str) -> None:

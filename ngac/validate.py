@@ -94,6 +94,7 @@ POSITIVE_INTS = (
     "agent.frames_per_batch",
 )
 UNIT_INTERVAL = ("agent.gamma", "agent.gae_lambda")
+MAX_EXPERIMENT_NAME = 500  # MLflow's limit on an experiment name
 
 # Per agent: (key, test, what it must be).
 AGENT_KEYS: dict[str, list[tuple[str, Callable[[Any], bool], str]]] = {
@@ -161,6 +162,11 @@ def validate_config(cfg: DictConfig) -> None:
                 f"trainer.devices={cfg.trainer.devices} but {count} GPU(s) are visible; use at most {count}"
             )
     _check(cfg, "logger.experiment_name", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name")
+    if len(name := str(cfg.logger.experiment_name)) > MAX_EXPERIMENT_NAME:
+        raise ConfigError(
+            f"logger.experiment_name={name[:40] + '...'!r} has {len(name)} characters; MLflow takes at most "
+            f"{MAX_EXPERIMENT_NAME}"
+        )
     _check(cfg, "logger.log_checkpoint", boolean, "true or false")
     batch, n = cfg.agent.frames_per_batch, cfg.env.num_envs
     if batch % n:
@@ -323,6 +329,21 @@ def check_run_in_store(uri: str, run_id: str, path: str | Path, saved_uri: str |
             f"resume={str(path)!r} continues MLflow run {run_id}, which is not in logger.tracking_uri={uri!r}{where}; "
             f"resume with the store it was trained with"
         )
+
+
+def check_cwd_writable(cwd: Path, option: str) -> None:
+    """Hydra writes its run folder (``outputs/...``, ``multirun/...``) under the working directory."""
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".ngac-write-test-", dir=cwd)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"the working directory {str(cwd)!r} cannot be written ({exc.strerror}), and Hydra writes its run "
+            f"folder there; run from a writable folder or pass {option}=/a/writable/path"
+        ) from None
 
 
 def check_gl_backend() -> None:
