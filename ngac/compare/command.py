@@ -7,6 +7,7 @@ import os
 import sys
 from typing import NoReturn
 
+from .intervals import DEFAULT_REPS, DEFAULT_SEED
 from .report import ARTIFACT_DIR, compare_runs
 
 
@@ -41,6 +42,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--log-to-run", default=None, metavar="RUN_ID", help="log the outputs to this run under compare/"
     )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=DEFAULT_REPS,
+        help=f"bootstrap samples per interval (default {DEFAULT_REPS}; fewer is faster and coarser)",
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap (default 0)")
     try:
         args = parser.parse_args(argv)
     except _ArgError as exc:
@@ -49,7 +57,13 @@ def main(argv: list[str]) -> int:
     out = args.out or os.path.join("compare", safe_dirname(args.selector))
     try:
         result = compare_runs(
-            args.tracking_uri, args.selector, out, group_by=args.group_by, parent_run_id=args.log_to_run
+            args.tracking_uri,
+            args.selector,
+            out,
+            group_by=args.group_by,
+            parent_run_id=args.log_to_run,
+            reps=args.reps,
+            seed=args.seed,
         )
     except ValueError as exc:
         print(f"ngac: error: {_one_line(str(exc), 1000)}", file=sys.stderr)
@@ -63,9 +77,11 @@ def main(argv: list[str]) -> int:
     print()
     print(result["table"])
     print()
-    for key in ("png", "diagnostics_png", "markdown", "csv"):
+    for key in ("png", "diagnostics_png", "intervals_png", "profiles_png", "markdown", "csv"):
         if result[key] is not None:
             print(f"{key}: {result[key]}")
+    for path in result["estimate_csvs"]:
+        print(f"{path.stem}_csv: {path}")
     if args.log_to_run:
         print(f"logged to run {args.log_to_run} under {ARTIFACT_DIR}/")
     return 0

@@ -10,6 +10,9 @@ axes. A group's colour is the same in every panel.
   over them would join different runs' points into a curve that no run followed.
 * ``curvature/cos_to_natural`` and ``curvature/cos_to_natural_fisher`` against frames, as the
   returns; the figure is made only when some run logged them.
+* Interval estimates (:mod:`.estimates`): per environment, each group's IQM and mean with their 95% CIs,
+  for the final evaluation and for the maximum over training; and the performance profiles, drawn by
+  ``rliable.plot_utils``.
 
 matplotlib is imported when a figure is drawn: it costs 0.7 s, and ``ngac train`` imports this
 package through the sweep callback.
@@ -28,6 +31,8 @@ from .stats import Group, MeanCurve
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from .estimates import Estimates
 
 COS_TITLES = {
     COS_KEYS[0]: "cosine to the natural gradient",
@@ -112,6 +117,63 @@ def diagnostics(groups: list[Group], title: str) -> Figure | None:
             else:
                 ax.text(0.5, 0.5, f"no run logged {key}", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle(title)
+    return fig
+
+
+INTERVAL_PANELS = (
+    ("final evaluation", "final_return_iqm", "final_return_mean", "final_return_mean"),
+    ("max over training of the seed IQM / mean", "max_iqm_eval", "max_mean_eval", "max_mean_eval"),
+)
+
+
+def intervals(groups: list[Group], title: str) -> Figure:
+    """Per environment, one row: the final evaluation and the max over training, IQM (thick) and mean (thin)."""
+    envs = list(dict.fromkeys(g.env for g in groups)) or ["(no runs)"]
+    fig, axes = _figure(len(envs), 2, 13)
+    colours = _colours(groups)
+    for row, env in zip(axes, envs, strict=True):
+        members = [g for g in groups if g.env == env]
+        for ax, (panel, iqm, mean_ci, mean_point) in zip(row, INTERVAL_PANELS, strict=True):
+            for y, g in enumerate(members):
+                r = g.row
+                for offset, name, point, width, marker in (
+                    (0.12, iqm, iqm, 6, "o"),
+                    (-0.12, mean_ci, mean_point, 2, "x"),
+                ):
+                    lo, hi = r.get(f"{name}_lo", np.nan), r.get(f"{name}_hi", np.nan)
+                    if np.isfinite(lo) and np.isfinite(hi):
+                        ax.plot([lo, hi], [y + offset] * 2, color=colours[g.label], linewidth=width, alpha=0.6)
+                    ax.plot([r.get(point, np.nan)], [y + offset], color="k", marker=marker, linestyle="none")
+            ax.set_yticks(range(len(members)), [f"{g.label} (n={len(g.runs)})" for g in members])
+            ax.set_ylim(len(members) - 0.5, -0.5)  # the first group on top
+            ax.set(title=f"{env}: {panel}", xlabel="eval/episode_return: IQM (o, thick) and mean (x, thin), 95% CI")
+            ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
+def profiles(est: Estimates, title: str) -> Figure | None:
+    """One panel per :class:`.estimates.Profile` (per environment, then across normalised ones); None if none."""
+    if not est.profiles:
+        return None
+    from rliable import plot_utils
+
+    n_cols = min(3, len(est.profiles))
+    n_rows = -(-len(est.profiles) // n_cols)
+    fig, axes = _figure(n_rows, n_cols, 5.5 * n_cols)
+    labels = list(dict.fromkeys(label for p in est.profiles for label in p.curves))
+    colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    for ax, profile in zip(axes.ravel(), est.profiles, strict=False):
+        plot_utils.plot_performance_profiles(
+            {k: v[0] for k, v in profile.curves.items()}, profile.tau,
+            performance_profile_cis={k: (v[1], v[2]) for k, v in profile.curves.items() if np.isfinite(v[1]).all()},
+            ax=ax, colors={k: colours[k] for k in profile.curves}, xlabel=profile.xlabel,
+            ylabel="fraction of runs above", labelsize="medium", ticklabelsize="small", legend=True, legendsize="small",
+        )  # fmt: skip
+        ax.set_title(profile.title)
+    for ax in axes.ravel()[len(est.profiles) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"{title}: performance profiles, 95% CIs")
     return fig
 
 

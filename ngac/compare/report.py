@@ -9,10 +9,12 @@ from typing import Any
 from ngac.mlflow_utils import resolve_tracking_uri
 
 from . import plots
+from .estimates import estimate
+from .intervals import DEFAULT_REPS, DEFAULT_SEED
 from .runs import COS_KEYS, EVAL_KEY, read_run
 from .stats import budget_warnings, summarise
 from .store import probe, select_runs
-from .tables import markdown_tables, write_csv
+from .tables import interval_sections, markdown_tables, write_csv, write_estimates
 
 ARTIFACT_DIR = "compare"
 
@@ -31,14 +33,20 @@ def compare_runs(
     out_dir: str | Path,
     group_by: str = "algo",
     parent_run_id: str | None = None,
+    reps: int = DEFAULT_REPS,
+    seed: int = DEFAULT_SEED,
 ) -> dict[str, Any]:
     """Learning curves (``learning_curves.png``), diagnostics (``curvature_diagnostics.png``) and a summary.
 
-    The summary is ``summary.md`` (one table per environment) and ``summary.csv`` (a row per
-    environment and group). ``curvature_diagnostics.png`` is written only when some run logged
-    ``curvature/cos_to_natural*``. Returns the paths (``png``, ``diagnostics_png`` or None,
-    ``markdown``, ``csv``), ``rows`` (the CSV rows), ``table``, ``warnings`` (one line per group
-    that mixes budgets), ``matched`` (``"experiment"`` or ``"sweep"``), ``selector``,
+    The summary is ``summary.md`` (one table per environment, then the interval estimates) and
+    ``summary.csv`` (a row per environment and group, with its intervals). The interval estimates
+    (:mod:`.estimates`, ``reps`` bootstrap samples seeded by ``seed``) also give ``intervals.png``,
+    ``performance_profiles.png``, ``aggregate.csv`` (when an environment is normalised) and
+    ``improvement.csv`` (when there are two groups). ``curvature_diagnostics.png`` is written only
+    when some run logged ``curvature/cos_to_natural*``. Returns the paths (``png``,
+    ``diagnostics_png`` or None, ``intervals_png``, ``profiles_png`` or None, ``markdown``, ``csv``,
+    ``estimate_csvs``), ``rows`` (the CSV rows), ``estimates``, ``table``, ``warnings`` (one line per
+    group that mixes budgets), ``matched`` (``"experiment"`` or ``"sweep"``), ``selector``,
     ``tracking_uri``, ``n_runs``, ``group_by`` and ``envs``. Raises a one-line ``ValueError`` when
     the store cannot be reached or nothing matches. With ``parent_run_id`` the files are logged to
     that run under ``compare/``.
@@ -47,11 +55,14 @@ def compare_runs(
         raise ValueError("give an experiment name or a sweep name to compare")
     if group_by.startswith("param:") and not group_by[len("param:") :]:
         raise ValueError("--group-by param: needs a param name, e.g. param:curvature.damping")
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise ValueError(f"--reps={reps!r} is invalid; valid choices: an integer >= 1 (default {DEFAULT_REPS})")
     uri = resolve_tracking_uri(tracking_uri)
     client = probe(uri)
     found, matched = select_runs(client, selector)
     runs = [read_run(client, r, group_by) for r in found]
     groups = summarise(runs)
+    est = estimate(groups, reps=reps, seed=seed)
     warnings = budget_warnings(groups)
     envs = sorted({r.env for r in runs})
 
@@ -61,8 +72,12 @@ def compare_runs(
     png = plots.save(plots.learning_curves(groups, title), out / "learning_curves.png")
     diag_fig = plots.diagnostics(groups, title)
     diag_png = plots.save(diag_fig, out / "curvature_diagnostics.png") if diag_fig is not None else None
+    intervals_png = plots.save(plots.intervals(groups, title), out / "intervals.png")
+    profiles_fig = plots.profiles(est, title)
+    profiles_png = plots.save(profiles_fig, out / "performance_profiles.png") if profiles_fig is not None else None
 
     table = markdown_tables(groups, group_header=group_by)
+    estimate_csvs = write_estimates(est, out)
     curve_keys = sorted({r.curve_key for r in runs if r.curve_key})
     how = "experiment name" if matched == "experiment" else "sweep tag"
     header = [
@@ -79,16 +94,21 @@ def compare_runs(
             "their span; frames: the runs' budgets (trainer.total_frames)"
         ),
         f"- curvature diagnostics ({', '.join(COS_KEYS)}): " + (f"`{diag_png.name}`" if diag_png else "none logged"),
+        f"- intervals: `{intervals_png.name}`"
+        + (f", performance profiles: `{profiles_png.name}`" if profiles_png else "")
+        + "; tables below, and in "
+        + ", ".join(f"`{p.name}`" for p in [out / "summary.csv", *estimate_csvs]),
         "",
         *(f"> warning: {w}" for w in warnings),
     ]
     md = out / "summary.md"
-    md.write_text("\n".join(header).rstrip("\n") + "\n\n" + table + "\n")
+    sections = interval_sections(groups, est, group_header=group_by)
+    md.write_text("\n".join(header).rstrip("\n") + "\n\n" + table + "\n\n" + sections + "\n")
     csv_path = out / "summary.csv"
     write_csv(groups, csv_path)
 
     if parent_run_id:
-        for path in (png, diag_png, md, csv_path):
+        for path in (png, diag_png, intervals_png, profiles_png, md, csv_path, *estimate_csvs):
             if path is not None:
                 client.log_artifact(parent_run_id, str(path), ARTIFACT_DIR)
 
@@ -100,10 +120,14 @@ def compare_runs(
         "n_runs": len(runs),
         "envs": envs,
         "rows": [g.row for g in groups],
+        "estimates": est,
         "table": table,
         "warnings": warnings,
         "png": png,
         "diagnostics_png": diag_png,
+        "intervals_png": intervals_png,
+        "profiles_png": profiles_png,
+        "estimate_csvs": estimate_csvs,
         "markdown": md,
         "csv": csv_path,
         "out_dir": out,

@@ -103,11 +103,17 @@ def nan_stat(values: Sequence[float], fn: Callable[[list[float]], Any]) -> float
     return float(fn(vals)) if vals else math.nan
 
 
+def eval_matrix(runs: Sequence[RunData]) -> np.ndarray:
+    """``(runs, frames)``: each run's ``eval/episode_return`` at the frames where every run evaluated, in order."""
+    evals = [dict(zip(r.evals.frames.tolist(), r.evals.values.tolist())) for r in runs]
+    common = sorted(set.intersection(*map(set, evals))) if evals else []
+    return np.array([[e[f] for f in common] for e in evals], dtype=float).reshape(len(evals), len(common))
+
+
 def max_mean_eval(runs: Sequence[RunData]) -> float:
     """The highest across-seed mean evaluation over the frames at which every run evaluated; nan if none."""
-    evals = [dict(zip(r.evals.frames.tolist(), r.evals.values.tolist())) for r in runs]
-    common = set.intersection(*map(set, evals)) if evals else set()
-    return max(float(np.mean([e[f] for e in evals])) for f in common) if common else math.nan
+    matrix = eval_matrix(runs)
+    return float(matrix.mean(axis=0).max()) if matrix.size else math.nan
 
 
 def group_sort_key(label: str) -> tuple[int, float, str]:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import time
 
 import numpy as np
 import pytest
+import scipy.stats
 from matplotlib.image import imread
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from ngac.compare import area_under_curve, compare_runs, main, mean_std_curve, plots
+from ngac.compare import area_under_curve, main, mean_std_curve, plots
+from ngac.compare import compare_runs as compare_runs_default
+from ngac.compare.estimates import estimate
 from ngac.compare.runs import read_run
 from ngac.compare.stats import summarise
 from ngac.compare.store import select_runs
@@ -22,6 +26,8 @@ T0 = 1_790_000_000_000  # ms
 STEPS = [0, 100, 200, 300]
 SEEDS = [0, 1, 2]
 STD_012 = math.sqrt(2 / 3)  # population std of {0, 1, 2}
+REPS = 40  # bootstrap samples: enough to test the intervals' shape, few enough to stay fast
+compare_runs = functools.partial(compare_runs_default, reps=REPS)
 
 
 def make_run(
@@ -130,6 +136,14 @@ def store(tmp_path_factory):
     for s in (0, 1):
         evals = {1000: 100.0 + 40 * s, 2000: 10.0 + s} | ({1500: 200.0} if s else {})
         make_run(client, fallback, tags={"algo": "sm", "env": "Hopper-v5"}, evals=evals)
+    # Experiment "ten": 10 seeds on HalfCheetah and Hopper (both normalised by configs/env); group "a" ends at
+    # 0..8 and 100 (mean 13.6, IQM 4.5: the middle six), group "b" at 1000 + 10 s; "solo" has one seed.
+    ten = create_experiment("ten")
+    for env in ("HalfCheetah-v5", "Hopper-v5"):
+        for s in range(10):
+            make_run(client, ten, tags={"algo": "a", "env": env}, evals={100: 50.0 + s, 200: 100.0 if s == 9 else s})
+            make_run(client, ten, tags={"algo": "b", "env": env}, evals={100: 0.0, 200: 1000.0 + 10 * s})
+    make_run(client, ten, tags={"algo": "solo", "env": "Hopper-v5"}, evals={200: 7.0})
     targets = create_experiment("targets")
     return {"uri": uri, "client": client, "parent": parent, "targets": targets, "create_experiment": create_experiment}
 
@@ -213,7 +227,9 @@ def test_sweep_selector_across_experiments_logs_to_parent(store, tmp_path):
     assert row["auc"] == pytest.approx(2.5)
     assert "matched sweep tag" in result["markdown"].read_text()
     listed = {f.path for f in client.list_artifacts(store["parent"], "compare")}
-    assert listed == {"compare/learning_curves.png", "compare/summary.md", "compare/summary.csv"}
+    # one group, one environment without normalisation scores: no pair, no aggregate
+    assert listed == {f"compare/{name}" for name in
+                      ("learning_curves.png", "intervals.png", "performance_profiles.png", "summary.md", "summary.csv")}  # fmt: skip
 
 
 def test_experiment_name_wins_over_sweep_and_empty_experiment_falls_through(store, tmp_path):
@@ -233,7 +249,7 @@ def test_no_match_lists_experiments_and_sweeps(store, tmp_path):
         compare_runs(store["uri"], "nope", tmp_path)
     msg = str(info.value)
     assert "\n" not in msg and "'nope'" in msg
-    assert "fallback" in msg and "damping" in msg and "sw1" in msg
+    assert "fallback" in msg and "ten" in msg and "sw1" in msg  # the ten newest experiments
     assert not (tmp_path / "summary.md").exists()
 
 
@@ -253,7 +269,7 @@ def test_unreachable_and_missing_store_fail_fast(tmp_path, monkeypatch):
 
 def test_cli(store, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["synth", "--tracking-uri", store["uri"], "--group-by", "algo"]) == 0
+    assert main(["synth", "--tracking-uri", store["uri"], "--group-by", "algo", "--reps", str(REPS)]) == 0
     out = capsys.readouterr().out
     assert "| sm | 3 |" in out and "learning_curves.png" in out
     assert (tmp_path / "compare" / "synth" / "summary.csv").exists()  # default --out compare/<selector>
@@ -292,14 +308,15 @@ def test_one_block_per_environment_and_budget_warning(store, tmp_path):
     assert "\n" not in warning and warning.startswith("Hopper-v5 / sm: ") and "1 at 20000, 1 at 1000000" in warning
     md = result["markdown"].read_text()
     assert f"> warning: {warning}" in md
-    cheetah_md, hopper_md = md.split("## HalfCheetah-v5")[1].split("## Hopper-v5")
+    cheetah_md, hopper_md = md.split("## Intervals")[0].split("## HalfCheetah-v5")[1].split("## Hopper-v5")
     assert cheetah_md.count("| sm | 2 |") == 1 and hopper_md.count("| sm | 2 |") == 1
     # the diagnostics columns only where they were logged
     assert "| sm | 2 | 20000 |" in cheetah_md and "| 0.650 | 0.900 |" in cheetah_md
     assert "cos to natural" not in hopper_md
     assert cheetah["cos_to_natural_mean"] == pytest.approx(0.65) and math.isnan(hopper["cos_to_natural_mean"])
     listed = {f.path for f in client.list_artifacts(target, "compare")}
-    assert "compare/curvature_diagnostics.png" in listed and len(listed) == 4
+    assert "compare/curvature_diagnostics.png" in listed and "compare/aggregate.csv" in listed
+    assert len(listed) == 7 and "compare/improvement.csv" not in listed  # one group: no pair
     img = imread(result["diagnostics_png"])
     assert np.ptp(img[..., :3]) > 0.5
 
@@ -312,7 +329,7 @@ def test_one_block_per_environment_and_budget_warning(store, tmp_path):
 
 
 def test_cli_prints_the_budget_warning(store, tmp_path, capsys):
-    assert main(["mixed", "--tracking-uri", store["uri"], "--out", str(tmp_path)]) == 0
+    assert main(["mixed", "--tracking-uri", store["uri"], "--out", str(tmp_path), "--reps", str(REPS)]) == 0
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ngac: warning: Hopper-v5 / sm: runs with different budgets")
@@ -345,3 +362,125 @@ def test_timings_read_new_names_then_old(store, tmp_path):
     assert rows["sm"]["direction_ms_median"] == 4.0 and math.isnan(rows["sm"]["update_ms_median"])
     assert rows["ppo"]["update_ms_median"] == 9.0 and math.isnan(rows["ppo"]["direction_ms_median"])
     assert rows["new"]["direction_ms_median"] == 2.0 and rows["new"]["update_ms_median"] == 7.0
+
+
+@pytest.fixture(scope="module")
+def ten(store, tmp_path_factory):
+    """``compare_runs`` on experiment "ten", once for the tests that read it."""
+    out = tmp_path_factory.mktemp("ten")
+    return compare_runs(store["uri"], "ten", out)
+
+
+def test_intervals_per_group_are_rliable_iqm_and_mean(ten):
+    result = ten
+    rows = {(r["env"], r["group"]): r for r in result["rows"]}
+    a, b = rows["Hopper-v5", "a"], rows["Hopper-v5", "b"]
+    assert a["final_return_mean"] == pytest.approx(13.6) and a["final_return_iqm"] == pytest.approx(4.5)
+    assert b["final_return_iqm"] == pytest.approx(1045.0)  # 1000 + 10 * mean(2..7)
+    for row in (a, b):
+        for name, point in (("final_return_iqm", "final_return_iqm"), ("final_return_mean", "final_return_mean"),
+                            ("max_iqm_eval", "max_iqm_eval"), ("max_mean_eval", "max_mean_eval")):  # fmt: skip
+            assert row[f"{name}_lo"] <= row[point] <= row[f"{name}_hi"], name
+    assert a["final_return_iqm_lo"] >= 0 and a["final_return_iqm_hi"] < a["final_return_mean_hi"]  # the outlier
+    # max over training: at frame 100 the seeds evaluate 50..59 (mean and IQM 54.5), above their final values
+    assert a["max_mean_eval"] == pytest.approx(54.5) and a["max_iqm_eval"] == pytest.approx(54.5)
+    assert b["max_mean_eval"] == pytest.approx(1045.0)
+    # normalised by configs/env: (score - random_return) / (reference_return - random_return)
+    hopper = result["estimates"].scores["Hopper-v5"]
+    assert a["final_normalised_iqm"] == pytest.approx(hopper.normalise(4.5))
+    assert a["final_normalised_iqm_lo"] == pytest.approx(hopper.normalise(a["final_return_iqm_lo"]))
+
+
+def test_one_seed_gets_a_note_not_an_interval(ten):
+    result = ten
+    solo = next(r for r in result["rows"] if r["group"] == "solo")
+    assert solo["final_return_iqm"] == 7.0 and math.isnan(solo["final_return_iqm_lo"])
+    notes = result["estimates"].notes
+    assert "Hopper-v5 / solo: one seed: its estimates are that seed's, with no interval" in notes
+    assert "solo: no final evaluation on HalfCheetah-v5: left out of the aggregate" in notes
+    md = result["markdown"].read_text()
+    assert "| Hopper-v5 | solo | 1 | 7.0 | 7.0 | 7.0 | 7.0 |" in md
+    assert "| Hopper-v5 | b | solo | 10, 1 | 1.00 | – |" in md  # a point estimate, no interval, undecided
+    assert "> note: Hopper-v5 / solo: one seed" in md
+
+
+def test_aggregate_improvement_and_profiles(ten):
+    result = ten
+    out = result["out_dir"]
+    est = result["estimates"]
+    assert list(est.scores) == ["HalfCheetah-v5", "Hopper-v5"] and est.reps == REPS
+    agg = {r["group"]: r for r in est.aggregate}
+    assert set(agg) == {"a", "b"} and agg["a"]["envs"] == 2 and agg["a"]["runs"] == 20
+    finals = np.array([*range(9), 100.0])
+    pooled = np.concatenate([(finals - s.random_return) / (s.reference_return - s.random_return)
+                             for s in est.scores.values()])  # fmt: skip
+    assert agg["a"]["iqm"] == pytest.approx(scipy.stats.trim_mean(pooled, 0.25))
+    assert agg["a"]["mean"] == pytest.approx(pooled.mean())
+    assert agg["a"]["iqm_lo"] <= agg["a"]["iqm"] <= agg["a"]["iqm_hi"] < agg["b"]["iqm_lo"]
+    pairs = {(p["env"], p["x"], p["y"]): p for p in est.improvement}
+    assert set(pairs) == {("HalfCheetah-v5", "a", "b"), ("Hopper-v5", "a", "b"), ("Hopper-v5", "a", "solo"),
+                          ("Hopper-v5", "b", "solo"), ("all (normalised)", "a", "b")}  # fmt: skip
+    for env in ("HalfCheetah-v5", "Hopper-v5", "all (normalised)"):
+        p = pairs[env, "a", "b"]  # b's seeds all end above a's, except a's 100 over b's none: P(a > b) = 0
+        assert (p["p_x_over_y"], p["p_lo"], p["p_hi"], p["decided"]) == (0.0, 0.0, 0.0, "b")
+    assert pairs["Hopper-v5", "a", "solo"]["p_x_over_y"] == pytest.approx(0.25)  # 8 and 100 beat 7.0, 7 ties: 2.5/10
+    assert [p.title for p in est.profiles] == ["HalfCheetah-v5: final evaluation", "Hopper-v5: final evaluation",
+                                               "2 environments, normalised"]  # fmt: skip
+    for profile in est.profiles:
+        for fraction, lo, hi in profile.curves.values():
+            assert fraction[0] == 1.0 and fraction[-1] == 0.0 and np.all(np.diff(fraction) <= 0)
+            assert np.isnan(lo).all() or (np.all(lo <= fraction) and np.all(fraction <= hi))
+    assert np.isnan(est.profiles[1].curves["solo"][1]).all()  # one seed: no band
+    with open(out / "improvement.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 5
+    with open(out / "summary.csv") as fh:
+        assert "final_return_iqm_lo" in next(csv.reader(fh))
+    md = result["markdown"].read_text()
+    assert f"rliable, {REPS} reps, seed 0" in md and "## Across environments" in md
+    assert "| all (normalised) | a | b | 20, 20 | 0.00 [0.00, 0.00] | b |" in md
+    for png in (result["intervals_png"], result["profiles_png"]):
+        assert np.ptp(imread(png)[..., :3]) > 0.5
+
+
+def test_intervals_are_seeded(store):
+    runs = [read_run(store["client"], r, "algo") for r in select_runs(store["client"], "ten")[0]]
+
+    def lows(seed: int) -> np.ndarray:
+        groups = summarise(runs)
+        estimate(groups, reps=REPS, seed=seed)
+        return np.array([[g.row["final_return_mean_lo"], g.row["max_iqm_eval_hi"]] for g in groups])
+
+    state = np.random.get_state()[1].copy()
+    first = lows(3)
+    assert (np.random.get_state()[1] == state).all()  # the caller's global generator is left as it was
+    assert np.array_equal(first, lows(3), equal_nan=True) and not np.array_equal(first, lows(4), equal_nan=True)
+
+
+def test_reps_must_be_a_positive_integer(store, tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"^--reps=0 is invalid; valid choices: an integer >= 1"):
+        compare_runs(store["uri"], "ten", tmp_path, reps=0)
+    assert main(["ten", "--tracking-uri", store["uri"], "--reps", "x"]) == 2
+    assert capsys.readouterr().err.startswith("ngac: error: argument --reps: invalid int value")
+
+
+def test_vectorised_statistics_match_rliable():
+    from ngac.compare import intervals
+
+    library, metrics = intervals.rliable()
+    rng = np.random.default_rng(0)
+    scores, tau = rng.normal(size=(7, 1)), np.linspace(-2, 2, 9)
+    fraction = intervals.performance_profile([scores], tau, 2, 0, ("t",))[0]
+    assert fraction.tolist() == library.score_distributions(scores, tau).tolist()
+    curves = rng.normal(size=(6, 4))
+    iqm, mean = intervals.max_over_training(curves, 2, 0, ("t",))
+    assert iqm.point == pytest.approx(max(metrics.aggregate_iqm(curves[:, j]) for j in range(4)))
+    assert mean.point == pytest.approx(curves.mean(axis=0).max())
+
+
+def test_normalisation_scores_come_from_the_env_configs():
+    from ngac.compare.scores import task_scores
+
+    scores = task_scores()
+    assert scores["Hopper-v5"].reference_return == 2609 and scores["HalfCheetah-v5"].reference_return == 5784
+    assert scores["Hopper-v5"].normalise(scores["Hopper-v5"].random_return) == 0.0
+    assert "Pendulum-v1" not in scores and "CartPole-v1" not in scores  # reference_return: null
