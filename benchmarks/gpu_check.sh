@@ -3,6 +3,9 @@
 #   header      the card(s) (nvidia-smi), torch and CUDA versions, the commit.
 #   scale       one actor update at d ~ 1e6 on the GPU against the CPU (all cores), every backend
 #               (benchmarks/scale_compute.py --d 1e6 --device cuda,cpu): median ms, ratio to identity, peak memory.
+#   critic      the critic update alone (160 Adam steps of 64 on a 64x64 MLP, HalfCheetah sizes): eager against one
+#               CUDA graph per step and against torch.compile (benchmarks/critic_gpu.py); median ms, ratio to eager,
+#               the largest parameter difference to eager. GPU only (ACCEL=cpu skips it).
 #   backends_d1 every curvature backend (identity, sherman_morrison, diagonal, kfac, cg, hybrid) and algo=ppo train
 #               briefly on Pendulum with trainer.accelerator=$ACCEL trainer.devices=1 (one sweep, MLflow in a sqlite
 #               store in OUT_DIR); each run must finish, and on the GPU its checkpointed parameters must be cuda tensors.
@@ -81,6 +84,10 @@ scale() {  # d ~ 1e6 actor update, GPU against CPU (all cores), every backend
         { echo "d ~ 1e6, batch 2048, $repeats rounds, CPU with $NCPU threads:"; cat "$OUT/scale/scale_compute.md"; } >>"$RESULTS"
 }
 
+critic() {  # the critic's hot loop on the GPU: eager, CUDA graphs, torch.compile
+    python "$HERE/critic_gpu.py" --repeats 10 | tee -a "$RESULTS"
+}
+
 backends() {  # backends DEVICES: every backend and PPO, briefly, in one sweep
     local devices=$1
     local jobs=$((NCPU >= 8 ? 7 : 2))
@@ -157,11 +164,12 @@ PY
 
 backends_d1() { backends 1; }
 backends_d2() { backends 2; }
-export -f note header scale backends backends_d1 backends_d2 halfcheetah
+export -f note header scale critic backends backends_d1 backends_d2 halfcheetah
 
 note "=== gpu_check $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(hostname), OUT=$OUT, budget ${BUDGET_S} s"
 run_stage header 120 header
 run_stage scale 120 scale
+if [[ $ACCEL == gpu ]]; then run_stage critic 60 critic; else note "--- critic skipped: ACCEL=$ACCEL (needs a GPU)"; fi
 run_stage backends_d1 120 backends_d1
 run_stage halfcheetah 180 halfcheetah
 DEVICES2=${DEVICES2:-auto}
