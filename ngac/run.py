@@ -101,8 +101,6 @@ class TrainingRun:
             self.max_epochs = int(rank_of.get("max_epochs", 1))
             return
         check_gl_backend()
-        for note in check_sizes(cfg, *env_dims(cfg.env)):
-            print(f"ngac: note: {note}", file=sys.stderr)
         self.resume_from: Path | None = None
         run_id = None
         resume = cfg.resume or requeued_checkpoint(Path(cfg.out_dir))
@@ -124,6 +122,9 @@ class TrainingRun:
             saved_uri = (ckpt["ngac"]["config"].get("logger") or {}).get("tracking_uri")
             check_run_in_store(self.tracking_uri, run_id, resume, saved_uri)
         self.mlflow_run_id: str | None = run_id
+        # Sizes last: they probe the task's spaces (a gym env, no run), once every other input is known good.
+        for note in check_sizes(cfg, *env_dims(cfg.env)):
+            print(f"ngac: note: {note}", file=sys.stderr)
         self.lock = RunLock(self.out_dir)  # the last check: held from here until fit() ends
         try:
             self.lock.acquire()
