@@ -4,6 +4,7 @@ Run:  python benchmarks/env_throughput.py [--frames 6000] [--repeats 3] [--sizes
 
 Both sides step HalfCheetah-v5 with random actions in one process, torch.set_num_threads(1).
 Measurements are interleaved (raw, ours, raw, ours, ...) and the median is reported.
+"raw" = raw stepping as defined in benchmarks/throughput.py (SyncVectorEnv, random actions, after a warm-up).
 "ours" = make_env(cfg) (obs normalisation + reward scaling + episode stats, training mode)
 stepped by torchrl.collectors.Collector with policy=None (random actions from the spec).
 """
@@ -15,10 +16,8 @@ import logging
 import statistics
 import time
 
-import gymnasium as gym
-import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from throughput import raw_rate
 from torchrl.collectors import Collector
 
 from ngac.envs import make_env
@@ -27,18 +26,8 @@ ENV_ID = "HalfCheetah-v5"
 
 
 def raw_steps_per_s(n: int, frames: int, seed: int = 0) -> float:
-    vec = SyncVectorEnv([lambda: gym.make(ENV_ID) for _ in range(n)], autoreset_mode=AutoresetMode.SAME_STEP)
-    vec.reset(seed=seed)
-    rng = np.random.default_rng(seed)
-    iters = max(1, frames // n)
-    low, high = vec.single_action_space.low, vec.single_action_space.high
-    actions = rng.uniform(low, high, size=(iters, n, low.shape[0])).astype(np.float32)
-    t0 = time.perf_counter()
-    for a in actions:
-        vec.step(a)
-    dt = time.perf_counter() - t0
-    vec.close()
-    return iters * n / dt
+    """Raw stepping as ``benchmarks/throughput.py`` defines it for every benchmark."""
+    return raw_rate(ENV_ID, n, max(1, frames // n))
 
 
 def ours_steps_per_s(n: int, frames: int, seed: int = 0) -> float:
