@@ -7,6 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: MLflow's SQL store logs every database error with its whole traceback at ERROR level before
+#: raising it; ngac catches the error and says it in one line
+STORE_ERROR_LOGGERS = ("mlflow.store.db.utils",)
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
@@ -48,3 +51,19 @@ def sqlite_init_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextmanager
+def quiet_store_errors() -> Iterator[None]:
+    """Silence MLflow's own traceback logging of a store error that the caller reports in one line."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in STORE_ERROR_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

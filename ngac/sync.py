@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .mlflow_utils import fail_fast
+from .mlflow_utils import fail_fast, quiet_store_errors
 from .tracking import BUFFER, UNSYNCED
 from .validate import ConfigError, check_tracking_server
 
@@ -102,7 +102,7 @@ def sync(out_dir: str | Path, tracking_uri: str | None = None) -> SyncResult:
     check_tracking_server(uri)
     client, result = MlflowClient(uri), SyncResult(run_id=record["run_id"], status=record.get("status"))
     try:
-        with fail_fast(retries=3, timeout=30):
+        with fail_fast(retries=3, timeout=30), quiet_store_errors():
             try:
                 client.get_run(result.run_id)
             except Exception:  # noqa: BLE001 - MLflow's own exception for an unknown run

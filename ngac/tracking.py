@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from .mlflow_utils import fail_fast as _fail_fast
-from .mlflow_utils import resolve_tracking_uri
+from .mlflow_utils import quiet_store_errors, resolve_tracking_uri
 
 
 def local_artifact_root(uri: str) -> str | None:
@@ -95,7 +95,7 @@ class ResilientMLFlowLogger(MLFlowLogger):
         self._last_flush = time.monotonic()
         try:
             # No HTTP retries: the buffered rows are the retry, at the next flush.
-            with _fail_fast():
+            with _fail_fast(), quiet_store_errors():
                 while self._pending:
                     rows, metrics = 0, []
                     for m, step, ts in self._pending:
@@ -167,7 +167,7 @@ class RunLogger:
 
     def log_artifact(self, path: Path, folder: str) -> bool:
         try:
-            with _fail_fast(retries=1, timeout=60):
+            with _fail_fast(retries=1, timeout=60), quiet_store_errors():
                 self.client.log_artifact(self.run_id, str(path), folder)
             return True
         except Exception as exc:  # noqa: BLE001
@@ -184,7 +184,7 @@ class RunLogger:
         self.lightning_logger.flush()  # one last try at what is buffered
         self.lightning_logger.flush_to_disk()
         try:
-            with _fail_fast():
+            with _fail_fast(), quiet_store_errors():
                 self.client.set_terminated(self.run_id, status=status)
         except Exception as exc:  # noqa: BLE001
             warnings.warn(f"could not mark MLflow run {self.run_id} {status} ({type(exc).__name__})", stacklevel=2)
