@@ -468,6 +468,9 @@ def test_vectorised_statistics_match_rliable():
 
     library, metrics = intervals.rliable()
     rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 4, 7, 10):
+        x = rng.normal(size=(n, 1))
+        assert intervals.iqm(x)[0] == pytest.approx(metrics.aggregate_iqm(x))
     scores, tau = rng.normal(size=(7, 1)), np.linspace(-2, 2, 9)
     fraction = intervals.performance_profile([scores], tau, 2, 0, ("t",))[0]
     assert fraction.tolist() == library.score_distributions(scores, tau).tolist()
@@ -475,6 +478,11 @@ def test_vectorised_statistics_match_rliable():
     iqm, mean = intervals.max_over_training(curves, 2, 0, ("t",))
     assert iqm.point == pytest.approx(max(metrics.aggregate_iqm(curves[:, j]) for j in range(4)))
     assert mean.point == pytest.approx(curves.mean(axis=0).max())
+    xs = [rng.integers(0, 4, size=(5, 1)).astype(float), rng.normal(size=(3, 1))]  # ties in the first task
+    ys = [rng.integers(0, 4, size=(6, 1)).astype(float), rng.normal(size=(4, 1))]
+    p = intervals.improvement(xs, ys, 2, 0, ("t",)).point
+    expected = np.mean([metrics.probability_of_improvement(x, y) for x, y in zip(xs, ys, strict=True)])
+    assert p == pytest.approx(expected)
 
 
 def test_normalisation_scores_come_from_the_env_configs():
