@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
     print()
     print(result["table"])
     print()
-    for key in ("png", "diagnostics_png", "intervals_png", "profiles_png", "markdown", "csv"):
+    for key in ("png", "diagnostics_png", "intervals_png", "profiles_png", "pareto_png", "markdown", "csv"):
         if result[key] is not None:
             print(f"{key}: {result[key]}")
     for path in result["estimate_csvs"]:

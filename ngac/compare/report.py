@@ -11,6 +11,7 @@ from ngac.mlflow_utils import resolve_tracking_uri
 from . import plots
 from .estimates import estimate
 from .intervals import DEFAULT_REPS, DEFAULT_SEED
+from .pareto import plot_pareto
 from .runs import COS_KEYS, EVAL_KEY, read_run
 from .stats import budget_warnings, summarise
 from .store import probe, select_runs
@@ -75,6 +76,7 @@ def compare_runs(
     intervals_png = plots.save(plots.intervals(groups, title), out / "intervals.png")
     profiles_fig = plots.profiles(est, title)
     profiles_png = plots.save(profiles_fig, out / "performance_profiles.png") if profiles_fig is not None else None
+    pareto_png = plot_pareto(runs, out / "pareto.png")
 
     table = markdown_tables(groups, group_header=group_by)
     estimate_csvs = write_estimates(est, out)
@@ -96,6 +98,7 @@ def compare_runs(
         f"- curvature diagnostics ({', '.join(COS_KEYS)}): " + (f"`{diag_png.name}`" if diag_png else "none logged"),
         f"- intervals: `{intervals_png.name}`"
         + (f", performance profiles: `{profiles_png.name}`" if profiles_png else "")
+        + (f", return against update ms: `{pareto_png.name}`" if pareto_png else "")
         + "; tables below, and in "
         + ", ".join(f"`{p.name}`" for p in [out / "summary.csv", *estimate_csvs]),
         "",
@@ -108,7 +111,7 @@ def compare_runs(
     write_csv(groups, csv_path)
 
     if parent_run_id:
-        for path in (png, diag_png, intervals_png, profiles_png, md, csv_path, *estimate_csvs):
+        for path in (png, diag_png, intervals_png, profiles_png, pareto_png, md, csv_path, *estimate_csvs):
             if path is not None:
                 client.log_artifact(parent_run_id, str(path), ARTIFACT_DIR)
 
@@ -127,6 +130,7 @@ def compare_runs(
         "diagnostics_png": diag_png,
         "intervals_png": intervals_png,
         "profiles_png": profiles_png,
+        "pareto_png": pareto_png,
         "estimate_csvs": estimate_csvs,
         "markdown": md,
         "csv": csv_path,

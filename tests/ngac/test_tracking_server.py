@@ -140,7 +140,16 @@ def test_compare_cli_against_server_logs_artifacts(mlflow_server, sweep, tmp_pat
     assert base in (out / "summary.md").read_text()
     listed = rest(base, "/api/2.0/mlflow/artifacts/list", params={"run_id": target_id, "path": "compare"})
     sizes = {Path(f["path"]).name: int(f.get("file_size", 0)) for f in listed.get("files", [])}
-    assert set(sizes) == {"learning_curves.png", "summary.md", "summary.csv"} and min(sizes.values()) > 0, listed
+    expected = {
+        "learning_curves.png",
+        "intervals.png",
+        "performance_profiles.png",
+        "pareto.png",
+        "summary.md",
+        "summary.csv",
+    }
+    # improvement.csv: two groups; no aggregate.csv: Pendulum has no reference score to normalise by
+    assert set(sizes) == expected | {"improvement.csv"} and min(sizes.values()) > 0, listed
 
     by_param = _compare(
         base, EXPERIMENT, "--out", str(tmp_path / "p"), "--group-by", "param:curvature.name", cwd=tmp_path
