@@ -225,6 +225,7 @@ def main() -> None:
     ap.add_argument("--mem-child", nargs=2, metavar=("LABEL", "D"), help=argparse.SUPPRESS)
     ap.add_argument("--no-memory", action="store_true", help="skip the per-(backend, d) memory subprocesses")
     ap.add_argument("--write", type=Path, default=ROOT / "BENCHMARKS.md", help="markdown file for the section")
+    ap.add_argument("--only", default="", help="comma-separated backend labels to time (default: all); prints only")
     args = ap.parse_args()
     if args.mem_child:
         mem_child(args.mem_child[0], int(args.mem_child[1]))
@@ -238,7 +239,9 @@ def main() -> None:
         d = dim(data[0])
         reps = repeats_for(d_nominal, args.quick)
         labels: list[tuple[str, dict[str, Any] | None]] = list(BACKENDS.items())
-        if d <= DENSE_MAX_D:
+        if args.only:
+            labels = [(k, v) for k, v in labels if k in args.only.split(",")]
+        if d <= DENSE_MAX_D and not args.only:
             labels.append(("dense solve", None))
         id_times: list[float] = []
         for label, spec in labels:
@@ -264,7 +267,7 @@ def main() -> None:
         )
     table = markdown_table(rows)
     print(table)
-    if not args.quick:
+    if not args.quick and not args.only:
         png = ROOT / "benchmarks" / "curvature_cost.png"
         plot(rows, png)
         write_section(table, png, args.write, load_before, started)
