@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def compare_runs(
     runs = [read_run(client, r, group_by) for r in found]
     groups = summarise(runs)
     est = estimate(groups, reps=reps, seed=seed)
-    warnings = budget_warnings(groups)
+    warnings = budget_warnings(groups) + status_warnings(found) + grouping_warnings(runs, group_by)
     envs = sorted({r.env for r in runs})
 
     out = Path(out_dir)
@@ -89,6 +90,7 @@ def compare_runs(
         f"- tracking URI: `{uri}`",
         f"- runs: {len(runs)} in {len(groups)} groups, grouped by {describe_grouping(group_by)} within each environment",
         f"- environments: {', '.join(envs)}",
+        f"- run status: {status_counts(found)}",
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         (
             f"- curves: {', '.join(curve_keys) or 'none'}; final return: last `{EVAL_KEY}` per run; "
@@ -136,3 +138,31 @@ def compare_runs(
         "csv": csv_path,
         "out_dir": out,
     }
+
+
+def status_counts(found: list) -> str:
+    """``"8 FINISHED, 1 FAILED"``: the runs used, by MLflow status."""
+    counts = Counter(r.info.status for r in found)
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def status_warnings(found: list) -> list[str]:
+    """One line when runs that did not finish are included (their last evaluation stands as final)."""
+    counts = Counter(r.info.status for r in found if r.info.status != "FINISHED")
+    if not counts:
+        return []
+    what = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    return [
+        f"{sum(counts.values())} of {len(found)} runs did not finish ({what}; RUNNING: still training, or killed "
+        f"without a status) and are included with their last evaluation as final"
+    ]
+
+
+def grouping_warnings(runs: list, group_by: str) -> list[str]:
+    """One line when ``--group-by`` names a tag or param that some or all runs lack."""
+    missing = [r for r in runs if r.group == "(none)" or r.group.endswith("=(none)")]
+    if not missing:
+        return []
+    if len(missing) == len(runs):
+        return [f"--group-by {group_by} matches no run: all {len(runs)} runs are in one group '(none)'"]
+    return [f"--group-by {group_by}: {len(missing)} of {len(runs)} runs lack it and are grouped as '(none)'"]

@@ -492,3 +492,21 @@ def test_normalisation_scores_come_from_the_env_configs():
     assert scores["Hopper-v5"].reference_return == 2609 and scores["HalfCheetah-v5"].reference_return == 5784
     assert scores["Hopper-v5"].normalise(scores["Hopper-v5"].random_return) == 0.0
     assert "Pendulum-v1" not in scores and "CartPole-v1" not in scores  # reference_return: null
+
+
+def test_statuses_counted_and_unmatched_group_by_warned(tmp_path):
+    """ngac compare says how many runs of each status it used, and when --group-by matches no run."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("statuses")
+    tags = {"algo": "sm", "env": "Pendulum-v1"}
+    make_run(client, exp, tags=tags, evals={100: 1.0})
+    failed = make_run(client, exp, tags=tags, evals={100: 2.0})
+    client.set_terminated(failed, "FAILED")
+    running = client.create_run(exp, start_time=T0, tags=tags).info.run_id
+    client.log_batch(running, metrics=[Metric("eval/episode_return", 3.0, T0 + 1000, 100)])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = compare_runs_default(uri, "statuses", str(tmp_path / "out"), reps=20)
+    assert any("2 of 3 runs did not finish (1 FAILED, 1 RUNNING" in w for w in result["warnings"]), result["warnings"]
+    assert "- run status: 1 FAILED, 1 FINISHED, 1 RUNNING" in result["markdown"].read_text()
+    result = compare_runs_default(uri, "statuses", str(tmp_path / "out2"), group_by="param:nope", reps=20)
+    assert any("--group-by param:nope matches no run" in w for w in result["warnings"]), result["warnings"]
